@@ -1,0 +1,372 @@
+"""Configuration: dataclasses, YAML loading, presets and ``--set`` overrides.
+
+Keys are strict: an unknown key or a value of the wrong type raises ``ConfigError``
+naming the key (and the nearest valid one), so a typo never silently falls back to
+a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that cannot be used."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "ihdp"  # ihdp | synthetic | path to a CSV / Parquet table
+    replication: int = 0  # IHDP replication (seeds response surface B)
+    treatment: str = "treatment"  # column names for user tables
+    outcome: str = "outcome"
+    covariates: list[str] = field(default_factory=list)  # empty: every other column
+    outcome_type: str = "auto"  # auto | continuous | binary | multiclass
+    split: list[float] = field(default_factory=lambda: [0.63, 0.27, 0.10])
+    split_seed: int = -1  # -1: use train.seed
+    impute: bool = False  # fill NaN covariates with training medians instead of failing
+    synthetic_n: int = 2000
+    synthetic_p: int = 25
+    synthetic_outcome: str = "continuous"
+    synthetic_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    k: int = 8  # latent causal nodes
+    d: int = 32  # node width
+    hidden: int = 128  # encoder trunk width
+    encoder_layers: int = 2
+    lattice_layers: int = 2
+    attention_blocks: int = 2
+    heads: int = 4
+    mlp_ratio: int = 2
+    head_hidden: int = 64  # width of the outcome heads
+    dropout: float = 0.0
+    tau: float = 0.1  # soft threshold of the adjacency
+    edge_eps: float = 0.0  # A_ij > edge_eps counts as an edge for causal distance
+    d_max: int = 3  # clip of f(d_causal)
+    rope_base: float = 10000.0
+    positional: str = "causal"  # causal | sequence | none
+    use_lattice: bool = True
+    utility_hidden: int = 32
+
+
+@dataclass
+class PhaseConfig:
+    epochs: int = 10
+    min_epochs: int = 1
+    lr: float = 1e-4
+    warmup_steps: int = 500
+    warmup_max_fraction: float = 0.1  # on small data warm-up is capped at this fraction of the phase
+    scheduler: str = "cosine"  # cosine | plateau | none
+    lambda_causal: float = 0.5
+    lambda_geometric: float = 0.0
+    lambda_dc: float = 0.0
+    lambda_dis: float = 0.0
+    lambda_stable: float = 0.0
+    lambda_schedule: str = "constant"  # constant | linear | cosine (ramp over the warm-up)
+    early_stopping_patience: int = 0  # 0: keep the best validation epoch, never stop early
+
+
+@dataclass
+class Phase1Config(PhaseConfig):
+    epochs: int = 10
+    min_epochs: int = 5
+    z_tolerance: float = 0.02  # relative change of mean/cov of z on the probe batch
+
+
+@dataclass
+class Phase2Config(PhaseConfig):
+    lambda_geometric: float = 0.25
+
+
+@dataclass
+class Phase3Config(PhaseConfig):
+    lr: float = 5e-5
+    lambda_geometric: float = 0.25
+    lambda_dc: float = 0.2
+    lambda_dis: float = 0.5
+    lambda_stable: float = 0.3
+    theta_learnable_from: float = 0.5  # fraction of the phase after which θ0, w train
+    stable_every: int = 1  # compute L_Stable every N steps (scaled by N when on)
+
+
+@dataclass
+class Phase4Config(PhaseConfig):
+    lr: float = 5e-5
+    lambda_geometric: float = 0.25
+    lambda_dc: float = 0.2
+    lambda_dis: float = 0.5
+    lambda_stable: float = 0.3
+    eta: float = 1.0  # price of compute in the reward
+    entropy_beta: float = 0.01
+    critic_lr: float = 1e-3
+    actor_lr: float = 1e-3
+    finetune_backbone: bool = False
+    stable_every: int = 1
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 42
+    batch_size: int = 64
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.999
+    grad_clip: float = 1.0
+    max_bad_batches: int = 20  # consecutive NaN/Inf batches before stopping
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    deterministic: bool = False
+    threads: int = 0  # torch intra-op threads; 0 = torch default
+    checkpoint_every: int = 200  # steps between latest-state checkpoints
+    max_steps: int = 0  # 0 = no cap (per phase)
+    standardize_outcome: bool = True
+    progress: bool = True
+
+
+@dataclass
+class LogConfig:
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "csna"
+    wandb_mode: str = "offline"
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    phase1: Phase1Config = field(default_factory=Phase1Config)
+    phase2: Phase2Config = field(default_factory=Phase2Config)
+    phase3: Phase3Config = field(default_factory=Phase3Config)
+    phase4: Phase4Config = field(default_factory=Phase4Config)
+    log: LogConfig = field(default_factory=LogConfig)
+    preset: str = "auto"  # auto (by data.source) | none | ihdp | synthetic
+
+    def phase(self, n: int) -> PhaseConfig:
+        return getattr(self, f"phase{n}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+VALID = {
+    "data.outcome_type": ("auto", "continuous", "binary", "multiclass"),
+    "model.positional": ("causal", "sequence", "none"),
+    "scheduler": ("cosine", "plateau", "none"),
+    "lambda_schedule": ("constant", "linear", "cosine"),
+    "preset": ("auto", "none", "ihdp", "synthetic"),
+}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    """Check ``value`` against the annotated type; ints are accepted for floats."""
+    origin = typing.get_origin(typ)
+    if origin in (list,):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        (inner,) = typing.get_args(typ)
+        return [_coerce(v, inner, key) for v in value]
+    if origin in (typing.Union, types.UnionType):
+        for t in typing.get_args(typ):
+            try:
+                return _coerce(value, t, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"config key '{key}' has the wrong type: {value!r}")
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif typ is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise ConfigError(
+        f"config key '{key}' must be {typ.__name__}, got {type(value).__name__} {value!r}"
+    )
+
+
+def _unknown(key: str, valid: list[str]) -> ConfigError:
+    near = difflib.get_close_matches(key.split(".")[-1], valid, n=1)
+    hint = f" (did you mean '{near[0]}'?)" if near else f" (valid: {', '.join(valid)})"
+    return ConfigError(f"unknown config key '{key}'{hint}")
+
+
+def _apply(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping")
+    hints = _hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise _unknown(full, names)
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, prefix=f"{full}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def default_yaml() -> dict[str, Any]:
+    """The shipped ``configs/default.yaml``: every key with its default, plus ``presets``."""
+    text = resources.files("csna").joinpath("configs/default.yaml").read_text()
+    return yaml.safe_load(text) or {}
+
+
+def _presets() -> dict[str, dict[str, Any]]:
+    return default_yaml().get("presets", {})
+
+
+def validate(cfg: Config) -> None:
+    """Range checks that the types alone do not catch."""
+    for key, choices in VALID.items():
+        if "." in key:
+            sec, name = key.split(".")
+            val = getattr(getattr(cfg, sec), name)
+            if val not in choices:
+                raise ConfigError(f"config key '{key}' must be one of {choices}, got {val!r}")
+    if cfg.preset not in VALID["preset"]:
+        raise ConfigError(f"config key 'preset' must be one of {VALID['preset']}, got {cfg.preset!r}")
+    for n in (1, 2, 3, 4):
+        ph = cfg.phase(n)
+        for name in ("scheduler", "lambda_schedule"):
+            if getattr(ph, name) not in VALID[name]:
+                raise ConfigError(
+                    f"config key 'phase{n}.{name}' must be one of {VALID[name]}, "
+                    f"got {getattr(ph, name)!r}"
+                )
+        if ph.lr <= 0:
+            raise ConfigError(f"config key 'phase{n}.lr' must be positive, got {ph.lr}")
+        if ph.epochs < 0 or ph.min_epochs < 0 or ph.warmup_steps < 0:
+            raise ConfigError(f"config keys 'phase{n}.epochs/min_epochs/warmup_steps' must be >= 0")
+        for lam in ("lambda_causal", "lambda_geometric", "lambda_dc", "lambda_dis", "lambda_stable"):
+            if getattr(ph, lam) < 0:
+                raise ConfigError(f"config key 'phase{n}.{lam}' must be >= 0, got {getattr(ph, lam)}")
+    if cfg.phase4.eta < 0:
+        raise ConfigError(f"config key 'phase4.eta' must be >= 0, got {cfg.phase4.eta}")
+    if cfg.train.batch_size < 2:
+        raise ConfigError(f"config key 'train.batch_size' must be >= 2, got {cfg.train.batch_size}")
+    if cfg.train.grad_clip <= 0:
+        raise ConfigError(f"config key 'train.grad_clip' must be positive, got {cfg.train.grad_clip}")
+    m = cfg.model
+    if m.d % m.heads or (m.d // m.heads) % 2:
+        raise ConfigError(
+            f"config keys 'model.d' ({m.d}) / 'model.heads' ({m.heads}) must give an even head width"
+        )
+    if m.k < 2:
+        raise ConfigError(f"config key 'model.k' must be >= 2, got {m.k}")
+    if len(cfg.data.split) != 3 or abs(sum(cfg.data.split) - 1.0) > 1e-6 or min(cfg.data.split) <= 0:
+        raise ConfigError(f"config key 'data.split' must be three positive fractions summing to 1, got {cfg.data.split}")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``key.sub=value``; the value is read as YAML (numbers, bools, lists)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects KEY=VALUE, got '{text}'")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    if value is None:
+        value = raw
+    return key.strip(), value
+
+
+def _nest(key: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    data_source: str | None = None,
+) -> Config:
+    """Build a Config: defaults, then the data preset, then the file, then overrides.
+
+    Args:
+        path: optional YAML file with any subset of the keys.
+        overrides: ``["phase3.lr=1e-4", ...]`` or a flat ``{"phase3.lr": 1e-4}`` dict.
+        data_source: shortcut for ``data.source`` (the CLI's ``--data``).
+    """
+    cfg = Config()
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            file_values = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(file_values, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections")
+        file_values = dict(file_values)
+        file_values.pop("presets", None)  # preset definitions, read from the shipped default.yaml
+    items: list[tuple[str, Any]] = []
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    elif overrides:
+        items = [parse_override(o) for o in overrides]
+
+    # The preset is chosen after reading the source and the preset key from every layer.
+    probe = Config()
+    _apply(probe, {k: v for k, v in file_values.items() if k in ("data", "preset")})
+    for key, value in items:
+        if key.startswith("data.") or key == "preset":
+            _apply(probe, _nest(key, value))
+    if data_source is not None:
+        probe.data.source = data_source
+    preset = probe.preset
+    if preset == "auto":
+        preset = probe.data.source if probe.data.source in ("ihdp", "synthetic") else "none"
+    if preset != "none":
+        presets = _presets()
+        if preset not in presets:
+            raise ConfigError(f"unknown preset '{preset}' (valid: {', '.join(presets)})")
+        _apply(cfg, presets[preset])
+    _apply(cfg, file_values)
+    for key, value in items:
+        _apply(cfg, _nest(key, value))
+    if data_source is not None:
+        cfg.data.source = data_source
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Rebuild a resolved config (from a checkpoint or config.yaml) exactly."""
+    cfg = Config()
+    _apply(cfg, values)
+    validate(cfg)
+    return cfg
+
+
+def dump_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

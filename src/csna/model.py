@@ -1,0 +1,187 @@
+"""CSNAModel: the four modules of design §3 composed into one network.
+
+Shape alphabet: B batch, p covariates, k nodes, d width, K treatments, C classes, n blocks.
+
+Depth follows the training phases: depth 1 reads the heads from z (encoder only), depth 2
+from H (encoder + lattice), depth 3 from R (encoder + lattice + attention). Every lattice
+layer and every attention block is a gateable residual block (design §3.5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .config import ModelConfig
+from .nn.attention import CausalTransformerBlock
+from .nn.distance import causal_distance
+from .nn.encoder import CausalEncoder
+from .nn.heads import OutcomeHeads, PropensityHead
+from .nn.lattice import LatticeEncoder, in_degree_normalised
+from .nn.utility import MetaUtility
+
+GATE_MODES = ("off", "sample", "hard", "given")
+MODULES = ("encoder", "lattice", "attention", "heads", "utility")
+
+
+@dataclass
+class Outputs:
+    pred: torch.Tensor  # (B, K) standardised means, or (B, K, C) logits
+    prop_logits: torch.Tensor  # (B, K)
+    rep: torch.Tensor  # (B, d) pooled representation the heads read
+    z: torch.Tensor  # (B, k, d)
+    h: torch.Tensor | None = None  # (B, k, d) after the lattice
+    r: torch.Tensor | None = None  # (B, k, d) after attention
+    adjacency: torch.Tensor | None = None  # (k, k)
+    u: torch.Tensor | None = None  # (B, n) utilities of the gateable blocks that were reached
+    gates: torch.Tensor | None = None  # (B, n) 1 = block ran for that sample
+
+
+class CSNAModel(nn.Module):
+    """The causal structural neural architecture.
+
+    Args:
+        p: number of input features (after preprocessing).
+        n_treatments: K.
+        n_classes: 0 for a continuous outcome, C ≥ 2 for a classification outcome.
+        cfg: the model section of the config.
+    """
+
+    def __init__(self, p: int, n_treatments: int, n_classes: int, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.p, self.n_treatments, self.n_classes = p, n_treatments, n_classes
+        self.encoder = CausalEncoder(p, cfg.k, cfg.d, cfg.hidden, cfg.encoder_layers, cfg.dropout)
+        n_lat = cfg.lattice_layers if cfg.use_lattice else 0
+        self.lattice = LatticeEncoder(cfg.k, cfg.d, n_lat, cfg.tau, cfg.dropout)
+        self.attention = nn.ModuleList(
+            CausalTransformerBlock(cfg.d, cfg.heads, cfg.mlp_ratio, cfg.d_max, cfg.rope_base,
+                                   cfg.positional, cfg.dropout)
+            for _ in range(cfg.attention_blocks)
+        )
+        self.heads = nn.ModuleDict({
+            "outcome": OutcomeHeads(cfg.d, n_treatments, n_classes, cfg.head_hidden, cfg.dropout),
+            "propensity": PropensityHead(cfg.d, n_treatments, cfg.head_hidden),
+        })
+        self.n_blocks = n_lat + cfg.attention_blocks
+        self.utility = MetaUtility(cfg.d, max(self.n_blocks, 1), cfg.utility_hidden)
+        # Outcome scaling (fitted on the training split) so predictions come out in outcome units.
+        self.register_buffer("y_mean", torch.zeros(()))
+        self.register_buffer("y_std", torch.ones(()))
+        # Running factual residual variance per treatment (the detached σ² of L_causal).
+        self.register_buffer("sigma2", torch.ones(n_treatments))
+        # Normalised per-sample FLOPs of each gateable block (Σ = 1), measured by measure_block_costs.
+        self.register_buffer("block_costs", torch.full((max(self.n_blocks, 1),), 1.0 / max(self.n_blocks, 1)))
+        self.register_buffer("depth", torch.tensor(3))
+
+    # ----------------------------------------------------------------- blocks
+    def blocks(self) -> list[tuple[str, nn.Module]]:
+        """The gateable residual blocks in execution order."""
+        out: list[tuple[str, nn.Module]] = [(f"lattice.{i}", m) for i, m in enumerate(self.lattice.layers)]
+        out += [(f"attention.{i}", m) for i, m in enumerate(self.attention)]
+        return out
+
+    def module_groups(self) -> dict[str, nn.Module]:
+        return {name: getattr(self, name) for name in MODULES}
+
+    @torch.no_grad()
+    def measure_block_costs(self) -> torch.Tensor:
+        """Count each block's FLOPs for one sample with ``FlopCounterMode``; normalise to Σ = 1."""
+        dev = self.y_mean.device
+        z = torch.zeros(1, self.cfg.k, self.cfg.d, device=dev)
+        a = self.lattice.adjacency()
+        a_in = in_degree_normalised(a)
+        dist, unrel = causal_distance(a, self.cfg.edge_eps)
+        flops = []
+        for name, block in self.blocks():
+            with FlopCounterMode(display=False) as fc:
+                if name.startswith("lattice"):
+                    block(z, a_in)
+                else:
+                    block(z, dist, unrel)
+            flops.append(float(fc.get_total_flops()))
+        costs = torch.tensor(flops, device=dev) if flops else torch.ones(1, device=dev)
+        costs = costs / costs.sum().clamp_min(1.0)
+        self.block_costs.copy_(costs)
+        return costs
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor, depth: int | None = None, gate_mode: str = "off",
+                gates: torch.Tensor | None = None, generator: torch.Generator | None = None) -> Outputs:
+        """Args:
+            x: (B, p) preprocessed features.
+            depth: 1, 2 or 3 (defaults to the depth trained so far).
+            gate_mode: "off" runs every block; "sample" draws g ~ Bernoulli(u) (phase 4
+                training); "hard" runs a block where u ≥ 0.5 (evaluation); "given" uses ``gates``.
+            gates: (B, n) 0/1, with ``gate_mode="given"``.
+        """
+        if gate_mode not in GATE_MODES:
+            raise ValueError(f"gate_mode must be one of {GATE_MODES}, got {gate_mode!r}")
+        depth = int(self.depth) if depth is None else depth
+        z = self.encoder(x)  # (B, k, d)
+        state, h, r, a = z, None, None, None
+        us: list[torch.Tensor] = []
+        gs: list[torch.Tensor] = []
+        block_i = 0
+
+        def run(fn, state, i):
+            if gate_mode == "off":
+                return fn(state)
+            u = self.utility.utility(state, i)  # (B,)
+            if gate_mode == "sample":
+                g = torch.bernoulli(u.detach(), generator=generator)
+            elif gate_mode == "hard":
+                g = (u >= 0.5).to(state.dtype)
+            else:
+                g = gates[:, i].to(state.dtype)
+            us.append(u)
+            gs.append(g)
+            return gated(fn, state, g)
+
+        if depth >= 2:
+            a = self.lattice.adjacency()  # (k, k)
+            a_in = in_degree_normalised(a)
+            for layer in self.lattice.layers:
+                state = run(lambda s, m=layer: m(s, a_in), state, block_i)
+                block_i += 1
+            h = state
+        if depth >= 3:
+            if a is None:
+                a = self.lattice.adjacency()
+            # Causal distance once per forward pass, never per layer (design §3.3).
+            dist, unrel = causal_distance(a.detach(), self.cfg.edge_eps)
+            for blk in self.attention:
+                state = run(lambda s, m=blk: m(s, dist, unrel), state, block_i)
+                block_i += 1
+            r = state
+        rep = state.mean(dim=1)  # (B, d)
+        pred = self.heads["outcome"](rep)
+        prop = self.heads["propensity"](rep)
+        u_all = torch.stack(us, dim=1) if us else None  # (B, n)
+        g_all = torch.stack(gs, dim=1) if gs else None  # (B, n)
+        return Outputs(pred, prop, rep, z, h, r, a, u_all, g_all)
+
+    # ------------------------------------------------------------- utilities
+    def to_outcome_units(self, pred: torch.Tensor) -> torch.Tensor:
+        """Continuous: de-standardised means (B, K). Classification: probabilities (B, K, C)."""
+        if self.n_classes:
+            return torch.softmax(pred, dim=-1)
+        return pred * self.y_std + self.y_mean
+
+
+def gated(fn, state: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Run ``fn`` only on the rows whose gate is 1; the others pass through unchanged.
+
+    Gather, run, scatter: a skipped row never enters the block, so the saving is real FLOPs and
+    real time, not a mask applied after the fact.
+    """
+    idx = torch.nonzero(g > 0.5, as_tuple=False).squeeze(1)  # (B_on,)
+    if idx.numel() == state.shape[0]:
+        return fn(state)
+    if idx.numel() == 0:
+        return state
+    out = fn(state.index_select(0, idx))  # (B_on, k, d)
+    return state.index_copy(0, idx, out)  # (B, k, d)

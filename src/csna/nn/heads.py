@@ -1,0 +1,47 @@
+"""Outcome and propensity heads (design §3.1, §3.4).
+
+Shape alphabet: B batch, r representation width, K treatments, C classes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _mlp(a: int, hidden: int, out: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(a, hidden), nn.ELU(), nn.Dropout(dropout),
+        nn.Linear(hidden, hidden), nn.ELU(), nn.Dropout(dropout),
+        nn.Linear(hidden, out),
+    )
+
+
+class OutcomeHeads(nn.Module):
+    """TARNet-shaped: one small MLP per treatment, all evaluated on every row, so the
+    counterfactual predictions come from the same pass as the factual one.
+
+    Returns (B, K) means for a continuous outcome, (B, K, C) logits otherwise.
+    """
+
+    def __init__(self, r: int, n_treatments: int, n_classes: int = 0, hidden: int = 64, dropout: float = 0.0):
+        super().__init__()
+        self.n_treatments, self.n_classes = n_treatments, n_classes
+        out = n_classes if n_classes else 1
+        self.heads = nn.ModuleList(_mlp(r, hidden, out, dropout) for _ in range(n_treatments))
+
+    def forward(self, rep: torch.Tensor) -> torch.Tensor:
+        outs = torch.stack([h(rep) for h in self.heads], dim=1)  # (B, K, C or 1)
+        return outs if self.n_classes else outs.squeeze(-1)  # (B, K, C) or (B, K)
+
+
+class PropensityHead(nn.Module):
+    """ê(x) = P(T = t | x) as K logits. It reads a detached representation: it diagnoses
+    overlap and must not reshape the representation the outcome heads use."""
+
+    def __init__(self, r: int, n_treatments: int, hidden: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(r, hidden), nn.ELU(), nn.Linear(hidden, n_treatments))
+
+    def forward(self, rep: torch.Tensor) -> torch.Tensor:
+        return self.net(rep.detach())  # (B, K) logits

@@ -1,0 +1,355 @@
+"""Tests of csna.losses against naive references (loops, closed forms, scipy)."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from csna import losses as L
+
+@pytest.fixture(autouse=True)
+def _float64_and_seed():
+    # float64 so references compare at 1e-9; restored so other test files are unaffected.
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(0)
+    yield
+    torch.set_default_dtype(old)
+
+
+# --- task ------------------------------------------------------------------------------------
+
+
+def test_factual_and_task_loss_continuous():
+    pred = torch.randn(6, 3)
+    t = torch.tensor([0, 1, 2, 2, 1, 0])
+    y = torch.randn(6)
+    f = L.factual(pred, t)
+    assert torch.equal(f, torch.stack([pred[b, t[b]] for b in range(6)]))
+    per = L.task_loss(pred, y, t, "continuous", reduction="none")
+    assert per.shape == (6,)
+    torch.testing.assert_close(per, (y - f) ** 2)
+    torch.testing.assert_close(L.task_loss(pred, y, t, "continuous"), ((y - f) ** 2).mean())
+
+
+def test_task_loss_classification():
+    pred = torch.randn(5, 2, 3)
+    t = torch.tensor([0, 1, 1, 0, 1])
+    y = torch.tensor([2, 0, 1, 1, 2])
+    per = L.task_loss(pred, y, t, "multiclass", reduction="none")
+    ref = torch.stack([-torch.log_softmax(pred[b, t[b]], -1)[y[b]] for b in range(5)])
+    torch.testing.assert_close(per, ref)
+    with pytest.raises(ValueError):
+        L.task_loss(pred, y, t, "ordinal")
+
+
+# --- causal KL -------------------------------------------------------------------------------
+
+
+def _gauss_kl(m1, v1, m2, v2):
+    return 0.5 * (math.log(v2 / v1) + (v1 + (m1 - m2) ** 2) / v2 - 1)
+
+
+def _causal_kl_ref(pred, t, outcome_type, sigma2=None, min_group=4):
+    """Slow loop over the definition."""
+    pred, t = pred.detach().numpy(), t.numpy()
+    B, K = pred.shape[:2]
+    kls = []
+    for g in range(K):
+        idx = [b for b in range(B) if t[b] == g]
+        if len(idx) < min_group:
+            continue
+        if outcome_type == "continuous":
+            mu_all = [pred[b, g] for b in range(B)]
+            mu_grp = [pred[b, g] for b in idx]
+            m1 = sum(mu_all) / B
+            v1 = sigma2[g] + sum((m - m1) ** 2 for m in mu_all) / B
+            m2 = sum(mu_grp) / len(idx)
+            v2 = sigma2[g] + sum((m - m2) ** 2 for m in mu_grp) / len(idx)
+            kls.append(_gauss_kl(m1, v1, m2, v2))
+        else:
+            C = pred.shape[2]
+            sm = lambda z: np.exp(z - z.max()) / np.exp(z - z.max()).sum()  # noqa: E731
+            p_do = sum(sm(pred[b, g]) for b in range(B)) / B
+            p_obs = sum(sm(pred[b, g]) for b in idx) / len(idx)
+            kls.append(sum(p_do[c] * math.log(p_do[c] / p_obs[c]) for c in range(C)))
+    return sum(kls) / len(kls) if kls else 0.0
+
+
+def test_causal_kl_continuous_matches_loop():
+    pred = torch.randn(40, 3, requires_grad=True)
+    t = torch.randint(0, 3, (40,))
+    t[:3] = 2  # make sure of group sizes; group 1 may be skipped by min_group below
+    sigma2 = torch.tensor([0.5, 1.0, 2.0])
+    got = L.causal_kl(pred, t, "continuous", sigma2=sigma2, min_group=4)
+    ref = _causal_kl_ref(pred, t, "continuous", sigma2.numpy(), min_group=4)
+    assert got.item() == pytest.approx(ref, rel=1e-9)
+    got.backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all()
+
+
+def test_causal_kl_continuous_sigma2_detached_and_default_from_residuals():
+    pred = torch.randn(30, 2)
+    t = torch.tensor([0] * 15 + [1] * 15)
+    y = torch.randn(30)
+    sigma2 = torch.tensor([1.0, 2.0], requires_grad=True)
+    L.causal_kl(pred + 0 * sigma2.sum(), t, "continuous", sigma2=sigma2).backward()
+    assert sigma2.grad is None or torch.all(sigma2.grad == 0)
+    res = L.residual_variance(pred, y, t, 2)
+    got = L.causal_kl(pred, t, "continuous", y=y)
+    ref = _causal_kl_ref(pred, t, "continuous", res.numpy())
+    assert got.item() == pytest.approx(ref, rel=1e-9)
+    with pytest.raises(ValueError):
+        L.causal_kl(pred, t, "continuous")
+
+
+@pytest.mark.parametrize("outcome_type,C", [("binary", 2), ("multiclass", 4)])
+def test_causal_kl_classification_matches_loop(outcome_type, C):
+    pred = torch.randn(25, 3, C) * 2
+    t = torch.randint(0, 3, (25,))
+    got = L.causal_kl(pred, t, outcome_type, min_group=3)
+    ref = _causal_kl_ref(pred, t, outcome_type, min_group=3)
+    assert got.item() == pytest.approx(ref, rel=1e-9, abs=1e-12)
+    assert got.item() >= 0
+
+
+@pytest.mark.parametrize("outcome_type", ["continuous", "binary"])
+def test_causal_kl_zero_when_x_identical(outcome_type):
+    # Every unit has the same x, so T carries no information about x and do(t) = T=t.
+    shape = (1, 2) if outcome_type == "continuous" else (1, 2, 2)
+    pred = torch.randn(shape).expand(20, *shape[1:]).clone().requires_grad_(True)
+    t = torch.tensor([0, 1] * 10)
+    kl = L.causal_kl(pred, t, outcome_type, sigma2=torch.ones(2))
+    assert kl.item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_causal_kl_no_group_big_enough_is_zero_with_graph():
+    pred = torch.randn(5, 2, requires_grad=True)
+    t = torch.tensor([0, 0, 1, 1, 1])
+    kl = L.causal_kl(pred, t, "continuous", sigma2=torch.ones(2), min_group=4)
+    assert kl.item() == 0.0
+    kl.backward()
+    assert torch.all(pred.grad == 0)
+
+
+def test_residual_variance():
+    pred = torch.randn(7, 3, requires_grad=True)
+    t = torch.tensor([0, 0, 1, 1, 1, 0, 0])
+    y = torch.randn(7)
+    rv = L.residual_variance(pred, y, t, 3)
+    assert not rv.requires_grad
+    for g in range(2):
+        m = t == g
+        ref = ((y[m] - pred.detach()[m, g]) ** 2).mean()
+        torch.testing.assert_close(rv[g], ref)
+    assert torch.isnan(rv[2])
+
+
+# --- Laplacian, DAG --------------------------------------------------------------------------
+
+
+def test_laplacian_matches_pairwise_loop_and_a_gets_no_grad():
+    B, k, d = 3, 5, 4
+    H = torch.randn(B, k, d, requires_grad=True)
+    A = torch.rand(k, k, requires_grad=True)
+    got = L.laplacian_smoothness(H, A)
+    A_sym = 0.5 * (A.detach() + A.detach().T)
+    refs = []
+    for b in range(B):
+        num = 0.5 * sum(
+            A_sym[i, j] * ((H[b, i] - H[b, j]) ** 2).sum() for i in range(k) for j in range(k)
+        )
+        refs.append(num / (H[b] ** 2).sum())
+    torch.testing.assert_close(got, torch.stack(refs).mean())
+    got.backward()
+    assert A.grad is None
+    assert H.grad is not None
+    # Without detaching, A does receive a gradient.
+    A2 = A.detach().clone().requires_grad_(True)
+    L.laplacian_smoothness(H.detach(), A2, detach_graph=False).backward()
+    assert A2.grad is not None and A2.grad.abs().sum() > 0
+
+
+def test_laplacian_guards_zero_h():
+    H = torch.zeros(2, 3, 2)
+    H[1] = torch.randn(3, 2)
+    v = L.laplacian_smoothness(H, torch.ones(3, 3))
+    assert torch.isfinite(v)
+
+
+def test_dag_penalty_zero_on_dags_positive_on_cycles():
+    gen = np.random.default_rng(0)
+    k = 6
+    for _ in range(5):
+        upper = np.triu(gen.uniform(0.1, 1.0, (k, k)), 1)
+        perm = gen.permutation(k)
+        A = torch.tensor(upper[np.ix_(perm, perm)])
+        assert L.dag_penalty(A).item() == pytest.approx(0.0, abs=1e-10)
+    A = torch.zeros(k, k)
+    A[0, 1] = A[1, 2] = A[2, 0] = 0.5
+    assert L.dag_penalty(A).item() > 0
+
+
+def test_dag_penalty_matches_expm_and_series():
+    A = torch.rand(4, 4)
+    ref = np.trace(scipy.linalg.expm((A * A).numpy())) - 4
+    assert L.dag_penalty(A).item() == pytest.approx(ref, rel=1e-10)
+    M = (A * A).numpy()
+    series = sum(np.trace(np.linalg.matrix_power(M, n)) / math.factorial(n) for n in range(1, 30))
+    assert L.dag_penalty(A).item() == pytest.approx(series, rel=1e-10)
+
+
+# --- MMD -------------------------------------------------------------------------------------
+
+
+def _mmd2_ref(a, b, hs):
+    a, b = a.numpy(), b.numpy()
+
+    def k(x, y):
+        return sum(math.exp(-((x - y) ** 2).sum() / (2 * h * h)) for h in hs)
+
+    kaa = sum(k(x, y) for x in a for y in a) / len(a) ** 2
+    kbb = sum(k(x, y) for x in b for y in b) / len(b) ** 2
+    kab = sum(k(x, y) for x in a for y in b) / (len(a) * len(b))
+    return kaa + kbb - 2 * kab
+
+
+def test_mmd2_matches_double_loop():
+    a, b = torch.randn(7, 3), torch.randn(5, 3) + 0.5
+    hs = [0.5, 1.0, 3.0]
+    assert L.mmd2_rbf(a, b, hs).item() == pytest.approx(_mmd2_ref(a, b, hs), rel=1e-10)
+    z = torch.cat([a, b]).numpy()
+    dists = [np.linalg.norm(z[i] - z[j]) for i, j in itertools.combinations(range(12), 2)]
+    # torch's median of an even count is the lower middle value
+    med = np.sort(dists)[(len(dists) - 1) // 2]
+    ref = _mmd2_ref(a, b, [med * s for s in (0.5, 1, 2, 4)])
+    assert L.mmd2_rbf(a, b).item() == pytest.approx(ref, rel=1e-10)
+
+
+def test_mmd2_zero_for_identical_and_monotone_in_shift():
+    a = torch.randn(20, 4)
+    assert L.mmd2_rbf(a, a.clone()).item() == 0.0
+    hs = [0.5, 1.0, 2.0, 4.0]
+    vals = [L.mmd2_rbf(a, a + s, hs).item() for s in (0.0, 0.1, 0.3, 0.6, 1.0, 2.0)]
+    assert vals[0] == 0.0
+    assert all(x < y for x, y in zip(vals, vals[1:]))
+
+
+def test_mmd2_gradient_finite_with_duplicate_points():
+    a = torch.zeros(4, 2, requires_grad=True)
+    b = torch.ones(3, 2)
+    L.mmd2_rbf(a, b).backward()
+    assert torch.isfinite(a.grad).all()
+
+
+def test_discrepancy():
+    r = torch.randn(12, 3)
+    t2 = torch.tensor([0] * 6 + [1] * 6)
+    torch.testing.assert_close(L.discrepancy(r, t2, 2), L.mmd2_rbf(r[6:], r[:6]))
+    t3 = torch.tensor([0] * 4 + [1] * 4 + [2] * 3 + [1])
+    ref = torch.stack([L.mmd2_rbf(r[t3 == g], r[t3 != g]) for g in range(3)]).mean()
+    torch.testing.assert_close(L.discrepancy(r, t3, 3), ref)
+    r.requires_grad_(True)
+    z = L.discrepancy(r, torch.zeros(12, dtype=torch.long), 2)
+    assert z.item() == 0.0
+    z.backward()
+
+
+# --- Jacobian penalty ------------------------------------------------------------------------
+
+
+def test_jacobian_penalty_linear_map_frobenius():
+    W = torch.randn(5, 3)
+    lin = torch.nn.Linear(3, 5, bias=True)
+    with torch.no_grad():
+        lin.weight.copy_(W)
+    x = torch.randn(8, 3)
+    gen = torch.Generator().manual_seed(1)
+    est = L.jacobian_penalty(lin, x, n_proj=4000, generator=gen)
+    assert est.item() == pytest.approx((W**2).sum().item(), rel=0.03)
+
+
+def test_jacobian_penalty_is_trainable_and_reshapes_outputs():
+    lin = torch.nn.Linear(3, 6)
+    f = lambda x: torch.tanh(lin(x)).reshape(-1, 2, 3)  # noqa: E731
+    pen = L.jacobian_penalty(f, torch.randn(4, 3), n_proj=2)
+    pen.backward()
+    assert lin.weight.grad is not None and lin.weight.grad.abs().sum() > 0
+
+
+# --- total loss ------------------------------------------------------------------------------
+
+
+def test_total_loss_arithmetic():
+    values = dict(task=1.0, causal=2.0, geometric=3.0, dc=4.0, dis=5.0, stable=6.0)
+    parts = {k: torch.tensor(v) for k, v in values.items()}
+    lam = dict(causal=0.5, geometric=0.2, dc=0.2, dis=0.5, stable=0.3)
+    tot, reg = L.total_loss(parts, lam)
+    assert reg.item() == pytest.approx(0.2 * 4 + 0.5 * 5 + 0.3 * 6)
+    assert tot.item() == pytest.approx(1 + 0.5 * 2 + 0.2 * 3 + reg.item())
+    # Missing parts and zero weights count as 0; a NaN in an unweighted part does not leak.
+    tot, reg = L.total_loss(
+        {"task": torch.tensor(1.5), "dis": torch.tensor(float("nan"))}, {"causal": 0.5, "dis": 0.0}
+    )
+    assert tot.item() == 1.5 and reg.item() == 0.0
+    with pytest.raises(ValueError, match="valid"):
+        L.total_loss({"tsk": torch.tensor(1.0)}, {})
+
+
+# --- RL helpers ------------------------------------------------------------------------------
+
+
+def test_reward_advantage_actor_critic_by_hand():
+    loss = torch.tensor([0.5, 1.0])
+    gates = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    costs = torch.tensor([0.25, 0.75])
+    R = L.reward(loss, gates, costs, eta=2.0)
+    torch.testing.assert_close(R, torch.tensor([-0.5 - 0.5, -1.0 - 2.0]))
+    V = torch.tensor([-1.5, -2.0], requires_grad=True)
+    adv = L.advantage(R, V)
+    torch.testing.assert_close(adv, torch.tensor([0.5, -1.0]))
+    assert not adv.requires_grad
+    u = torch.tensor([[0.8, 0.4], [0.5, 0.9]])
+    beta = 0.1
+    logpi = torch.tensor([[math.log(0.8), math.log(0.6)], [math.log(0.5), math.log(0.9)]])
+    pg = -(0.5 * logpi[0].sum() - 1.0 * logpi[1].sum()) / 2
+    H = lambda p: -(p * math.log(p) + (1 - p) * math.log(1 - p))  # noqa: E731
+    ent = (H(0.8) + H(0.4) + H(0.5) + H(0.9)) / 4
+    assert L.actor_loss(u, gates, adv, beta).item() == pytest.approx(pg.item() - beta * ent)
+    c = L.critic_loss(V, R)
+    assert c.item() == pytest.approx((0.5**2 + 1.0**2) / 2)
+    c.backward()
+    torch.testing.assert_close(V.grad, torch.tensor([-0.5, 1.0]))
+
+
+def test_float32_inputs():
+    pred = torch.randn(16, 2, dtype=torch.float32, requires_grad=True)
+    t = torch.tensor([0, 1] * 8)
+    kl = L.causal_kl(pred, t, "continuous", sigma2=torch.ones(2, dtype=torch.float32))
+    assert kl.dtype == torch.float32
+    kl.backward()
+
+
+def test_actor_loss_clamps_u():
+    u = torch.tensor([[0.0, 1.0]])
+    v = L.actor_loss(u, torch.tensor([[1.0, 0.0]]), torch.tensor([1.0]), 0.1)
+    assert torch.isfinite(v)
+
+
+def test_reinforce_sign_lowers_u_when_skipping_pays():
+    logit = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([logit], lr=0.5)
+    gen = torch.Generator().manual_seed(0)
+    u0 = torch.sigmoid(logit).item()
+    for _ in range(20):
+        u = torch.sigmoid(logit).expand(64, 1)
+        gates = torch.bernoulli(u.detach(), generator=gen)
+        R = 1.0 - gates[:, 0]  # +1 for skipping the block
+        adv = L.advantage(R, R.mean().expand(64))
+        opt.zero_grad()
+        L.actor_loss(u, gates, adv, beta=0.0).backward()
+        opt.step()
+    assert torch.sigmoid(logit).item() < u0 - 0.2
