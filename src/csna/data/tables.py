@@ -1,0 +1,248 @@
+"""The `CausalData` container, its validation, and loading user tables (CSV / Parquet).
+
+Shape alphabet: n units, p covariates, K treatments.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+OUTCOME_TYPES = ("continuous", "binary", "multiclass")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+class DataError(ValueError):
+    """A data set is unusable; the message names what is wrong and where."""
+
+
+@dataclass
+class CausalData:
+    """Covariates, treatment and outcome of n units, plus the truth when it is known.
+
+    Attributes:
+        X: (n, p) covariates with their original column names.
+        T: (n,) int64 treatment in 0..K-1.
+        Y: (n,) float32 for continuous outcomes, int64 class index otherwise.
+        mu: (n, K) float64 true E[Y(t) | x] (P(Y=1 | x, do(t)) when binary), or None.
+            For evaluation only: never train or select models on it.
+        outcome_type: "continuous", "binary" or "multiclass".
+        n_treatments: K.
+        name: where the data came from ("ihdp-3", "synthetic", a file name).
+        graph: (k, k) true latent DAG, A[i, j] = 1 meaning i -> j, or None.
+        extra: anything else a source knows (parameters, propensities, latents).
+    """
+
+    X: pd.DataFrame
+    T: np.ndarray
+    Y: np.ndarray
+    mu: np.ndarray | None
+    outcome_type: str
+    n_treatments: int
+    name: str
+    graph: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.T)
+
+    @property
+    def p(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def mu0(self) -> np.ndarray | None:
+        return None if self.mu is None else self.mu[:, 0]
+
+    @property
+    def mu1(self) -> np.ndarray | None:
+        return None if self.mu is None else self.mu[:, 1]
+
+    @property
+    def ite_true(self) -> np.ndarray | None:
+        """(n,) true mu1 - mu0, or None."""
+        return None if self.mu is None else self.mu[:, 1] - self.mu[:, 0]
+
+    def subset(self, idx) -> CausalData:
+        """Rows `idx` (integer indices or a boolean mask), same metadata.
+
+        Per-unit arrays in `extra` (first dimension n) are subset too, so propensities
+        and latents stay aligned with their rows.
+        """
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        n = self.n
+        extra = {k: v[idx] if isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == n else v
+                 for k, v in self.extra.items()}
+        return replace(
+            self,
+            X=self.X.iloc[idx].reset_index(drop=True),
+            T=self.T[idx],
+            Y=self.Y[idx],
+            mu=None if self.mu is None else self.mu[idx],
+            extra=extra,
+        )
+
+
+def _nonfinite_count(col: pd.Series) -> int:
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        return int(np.count_nonzero(~np.isfinite(values)))
+    return int(col.isna().sum())
+
+
+def _check_covariates(X: pd.DataFrame, where: str) -> None:
+    for name in X.columns:
+        bad = _nonfinite_count(X[name])
+        if bad:
+            raise DataError(f"covariate '{name}' has {bad} NaN/Inf values in {where}")
+
+
+def _check_treatment(T: np.ndarray, where: str, column: str = "treatment") -> int:
+    """Returns K after checking that the values are exactly the integers 0..K-1."""
+    T = np.asarray(T)
+    if T.dtype == bool or not np.issubdtype(T.dtype, np.number):
+        raise DataError(f"treatment '{column}' in {where} must be integer-coded 0..K-1, got dtype {T.dtype}")
+    if np.issubdtype(T.dtype, np.floating):
+        bad = ~np.isfinite(T) | (T != np.round(T))
+        if bad.any():
+            raise DataError(f"treatment '{column}' in {where} has {int(bad.sum())} non-integer or NaN values")
+    values = np.unique(T)
+    k = len(values)
+    if k < 2:
+        raise DataError(f"treatment '{column}' in {where} has only one treatment group ({values.tolist()})")
+    if not np.array_equal(values, np.arange(k)):
+        raise DataError(f"treatment '{column}' in {where} must take the values 0..{k - 1}, got {values.tolist()}")
+    return k
+
+
+def _check_outcome(Y: np.ndarray, where: str, column: str = "outcome") -> None:
+    Y = np.asarray(Y)
+    if not np.issubdtype(Y.dtype, np.number) and Y.dtype != bool:
+        raise DataError(f"outcome '{column}' in {where} must be numeric, got dtype {Y.dtype}")
+    bad = int(np.count_nonzero(~np.isfinite(Y.astype(np.float64))))
+    if bad:
+        raise DataError(f"outcome '{column}' in {where} has {bad} NaN/Inf values")
+
+
+def validate(data: CausalData) -> None:
+    """Checks covariates, treatment and outcome of any `CausalData`.
+
+    Raises:
+        DataError: on mismatched lengths, NaN/Inf covariates or outcomes, treatment
+            values that are not 0..K-1 with K = data.n_treatments, or one group only.
+    """
+    where = f"'{data.name}'"
+    if not (len(data.X) == len(data.T) == len(data.Y)):
+        raise DataError(f"lengths differ in {where}: X {len(data.X)}, T {len(data.T)}, Y {len(data.Y)}")
+    if data.outcome_type not in OUTCOME_TYPES:
+        raise DataError(f"outcome_type '{data.outcome_type}' of {where} is not one of {OUTCOME_TYPES}")
+    _check_covariates(data.X, where)
+    _check_outcome(data.Y, where)
+    k = _check_treatment(data.T, where)
+    if k != data.n_treatments:
+        raise DataError(f"treatment in {where} takes {k} values but n_treatments is {data.n_treatments}")
+    if data.mu is not None and data.mu.shape != (data.n, data.n_treatments):
+        raise DataError(f"mu in {where} has shape {data.mu.shape}, expected {(data.n, data.n_treatments)}")
+
+
+def read_frame(path) -> pd.DataFrame:
+    """Reads a whole CSV or Parquet table (chosen by extension), e.g. new rows to predict.
+
+    Raises:
+        DataError: missing file, a directory, an unknown extension, an unreadable or
+            empty table.
+    """
+    path = Path(os.fspath(path))
+    if not path.exists():
+        raise DataError(f"table not found: {path}")
+    if path.is_dir():
+        raise DataError(f"expected a table file, got a directory: {path}")
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", *_PARQUET_SUFFIXES):
+        raise DataError(f"unknown table format '{suffix}' of {path}; use .csv, .parquet or .pq")
+    if path.stat().st_size == 0:
+        raise DataError(f"table is empty: {path}")
+    try:
+        df = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError, ValueError) as err:
+        raise DataError(f"cannot read {path}: {str(err).splitlines()[0]}") from err
+    if len(df) == 0:
+        raise DataError(f"table has no rows: {path}")
+    return df
+
+
+def _infer_outcome_type(y: pd.Series) -> str:
+    integer = pd.api.types.is_integer_dtype(y) or pd.api.types.is_bool_dtype(y)
+    if integer and set(pd.unique(y).tolist()) == {0, 1}:
+        return "binary"
+    return "continuous"
+
+
+def load_table(path, *, treatment: str, outcome: str, covariates: list[str] | None = None,
+               outcome_type: str = "auto") -> CausalData:
+    """Loads a CSV or Parquet table (chosen by extension) as `CausalData`.
+
+    String, categorical and bool covariates are kept as they are; `Preprocessor`
+    one-hot encodes them.
+
+    Args:
+        path: a .csv, .parquet or .pq file.
+        treatment: name of the integer-coded treatment column, values exactly 0..K-1.
+        outcome: name of the outcome column.
+        covariates: covariate column names; default every column but treatment and outcome.
+        outcome_type: "auto" (integers {0, 1} -> binary, else continuous), or one of
+            "continuous", "binary", "multiclass".
+
+    Returns:
+        CausalData with X (n, p), T (n,) int64, Y (n,) float32 or int64, mu None.
+
+    Raises:
+        DataError: with a one-line message naming the problem and the file.
+    """
+    path = Path(os.fspath(path))
+    df = read_frame(path)
+    available = ", ".join(map(str, df.columns))
+    for role, name in (("treatment", treatment), ("outcome", outcome)):
+        if name not in df.columns:
+            raise DataError(f"{role} column '{name}' not in {path}; available: {available}")
+    if covariates is None:
+        covariates = [c for c in df.columns if c not in (treatment, outcome)]
+    missing = [c for c in covariates if c not in df.columns]
+    if missing:
+        raise DataError(f"covariate column(s) {missing} not in {path}; available: {available}")
+    if not covariates:
+        raise DataError(f"no covariate columns in {path}")
+
+    X = df[list(covariates)].reset_index(drop=True)
+    _check_covariates(X, str(path))
+    t_raw = df[treatment]
+    if t_raw.isna().any():
+        raise DataError(f"treatment '{treatment}' in {path} has {int(t_raw.isna().sum())} NaN values")
+    k = _check_treatment(t_raw.to_numpy(), str(path), treatment)
+    y_raw = df[outcome]
+    _check_outcome(y_raw.to_numpy(dtype=np.float64, na_value=np.nan)
+                   if pd.api.types.is_numeric_dtype(y_raw) else y_raw.to_numpy(), str(path), outcome)
+
+    if outcome_type == "auto":
+        outcome_type = _infer_outcome_type(y_raw)
+    if outcome_type not in OUTCOME_TYPES:
+        raise DataError(f"outcome_type '{outcome_type}' is not 'auto' or one of {OUTCOME_TYPES}")
+    if outcome_type == "continuous":
+        Y = y_raw.to_numpy(dtype=np.float32)
+    else:
+        y64 = y_raw.to_numpy(dtype=np.float64)
+        if (y64 != np.round(y64)).any() or (y64 < 0).any():
+            raise DataError(f"{outcome_type} outcome '{outcome}' in {path} must be class indices 0, 1, ...")
+        if outcome_type == "binary" and (y64 > 1).any():
+            raise DataError(f"binary outcome '{outcome}' in {path} has values other than 0 and 1")
+        Y = y64.astype(np.int64)
+
+    return CausalData(X=X, T=t_raw.to_numpy().astype(np.int64), Y=Y, mu=None,
+                      outcome_type=outcome_type, n_treatments=k, name=path.name)
