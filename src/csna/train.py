@@ -110,7 +110,10 @@ def compute_parts(model: CSNAModel, out, batch: Split, phase_n: int, lambdas: di
         parts["dis"] = L.discrepancy(out.rep, batch.t, model.n_treatments)
     if on("stable") and step % max(1, stable_every) == 0:
         # Scaled by N when computed every N steps: same expected contribution, N× cheaper.
-        parts["stable"] = L.jacobian_penalty(model.encoder, batch.x) * max(1, stable_every)
+        # Per latent coordinate (÷ k·d): the raw ‖∂z/∂x‖_F² sums k·d·p terms and would swamp
+        # every other part at the seed's λ_Stable = 0.3.
+        n_out = model.cfg.k * model.cfg.d
+        parts["stable"] = L.jacobian_penalty(model.encoder, batch.x) * (max(1, stable_every) / n_out)
     return parts
 
 
@@ -216,8 +219,8 @@ class Trainer:
                 if self.kind == "continuous":
                     self._update_sigma2(out.pred.detach(), batch)
                 logs = {f"loss/{k}": float(v.detach()) for k, v in parts.items()}
-                logs.update({"loss/total": float(total_loss), "loss/reg": float(reg),
-                             "loss/propensity": float(prop_loss), "grad_norm": float(gnorm),
+                logs.update({"loss/total": float(total_loss.detach()), "loss/reg": float(reg.detach()),
+                             "loss/propensity": float(prop_loss.detach()), "grad_norm": float(gnorm),
                              "lr": opt.param_groups[0]["lr"]})
                 logs.update({f"lambda/{k}": v for k, v in lam.items()})
                 self.logger.scalars(logs, self.global_step)
