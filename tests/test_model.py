@@ -1,0 +1,121 @@
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from csna.config import ModelConfig
+from csna.model import CSNAModel, gated
+from csna.nn.lattice import LatticeLayer, LearnedAdjacency, in_degree_normalised, soft_threshold_st
+
+
+def make(k=6, d=16, heads=2, n_classes=0, K=2, p=5, **kw):
+    torch.manual_seed(0)
+    cfg = ModelConfig(k=k, d=d, heads=heads, hidden=32, head_hidden=16, **kw)
+    return CSNAModel(p, K, n_classes, cfg).eval()
+
+
+def test_shapes_per_depth_and_outcome_kind():
+    x = torch.randn(7, 5)
+    m = make()
+    for depth in (1, 2, 3):
+        out = m(x, depth=depth)
+        assert out.pred.shape == (7, 2) and out.prop_logits.shape == (7, 2) and out.z.shape == (7, 6, 16)
+        assert (out.h is None) == (depth < 2) and (out.r is None) == (depth < 3)
+    mc = make(n_classes=3, K=3)
+    assert mc(x).pred.shape == (7, 3, 3)
+    probs = mc.to_outcome_units(mc(x).pred)
+    assert torch.allclose(probs.sum(-1), torch.ones(7, 3))
+
+
+def test_soft_threshold_exact_zeros_and_straight_through_gradient():
+    a = torch.tensor([0.05, 0.1, 0.3], requires_grad=True)
+    out = soft_threshold_st(a, 0.1)
+    assert out.tolist() == pytest.approx([0.0, 0.0, 0.2])
+    out.sum().backward()
+    # the entry below τ still gets a gradient, so it can come back
+    assert a.grad.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_adjacency_mask_and_initial_edges_alive():
+    adj = LearnedAdjacency(5, tau=0.1, forbidden=torch.tensor([[0, 1, 0, 0, 0]] + [[0] * 5] * 4).bool())
+    A = adj()
+    assert torch.all(A.diagonal() == 0) and A[0, 1] == 0
+    off = ~torch.eye(5, dtype=torch.bool)
+    off[0, 1] = False
+    assert torch.all(A[off] > 0)  # every allowed edge starts above τ
+
+
+def test_lattice_layer_matches_parent_loop():
+    torch.manual_seed(1)
+    layer = LatticeLayer(4).eval()
+    A = torch.rand(5, 5) * (1 - torch.eye(5))
+    A[A < 0.4] = 0
+    h = torch.randn(3, 5, 4)
+    got = layer(h, in_degree_normalised(A))
+    ref = torch.empty_like(h)
+    for b in range(3):
+        for j in range(5):
+            w = A[:, j]
+            agg = sum(w[i] * layer.msg(h[b, i]) for i in range(5)) / (w.sum() + 1e-6)
+            pre = h[b, j] + layer.act(agg + layer.self_(h[b, j]))
+            ref[b, j] = layer.norm(pre)
+    assert torch.allclose(got, ref, atol=1e-5)
+
+
+def test_gate_zero_is_exact_identity_and_rows_with_all_gates_on_match_full():
+    m = make()
+    x = torch.randn(9, 5)
+    g = torch.ones(9, m.n_blocks)
+    g[::2] = 0  # even rows skip every block
+    g[1, 2] = 0  # row 1 skips one attention block
+    full = m(x, gate_mode="off")
+    part = m(x, gate_mode="given", gates=g)
+    on = g.all(dim=1)
+    assert torch.allclose(part.pred[on], full.pred[on], atol=1e-6)
+    # rows that skip every block read the heads straight from z
+    assert torch.allclose(part.rep[::2], full.z[::2].mean(1), atol=1e-6)
+
+
+def test_gated_helper_identity():
+    s = torch.randn(4, 3, 2)
+    g = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    out = gated(lambda v: v * 2, s, g)
+    assert torch.equal(out[1], s[1]) and torch.equal(out[3], s[3])
+    assert torch.equal(out[0], 2 * s[0])
+
+
+def _flops(fn):
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return fc.get_total_flops()
+
+
+def test_skipped_block_costs_zero_flops():
+    m = make()
+    x = torch.randn(16, 5)
+    all_on = torch.ones(16, m.n_blocks)
+    one_off = all_on.clone()
+    one_off[:, 3] = 0  # the last attention block skipped by every row
+    f_on = _flops(lambda: m(x, gate_mode="given", gates=all_on))
+    f_off = _flops(lambda: m(x, gate_mode="given", gates=one_off))
+    blk = m.attention[1]
+    from csna.nn.distance import causal_distance
+    d, u = causal_distance(m.lattice.adjacency())
+    f_blk = _flops(lambda: blk(torch.randn(16, 6, 16), d, u))
+    assert f_on - f_off == f_blk > 0
+
+
+def test_block_costs_are_measured_and_normalised():
+    m = make()
+    c = m.measure_block_costs()
+    assert c.shape == (m.n_blocks,) and torch.isclose(c.sum(), torch.tensor(1.0))
+    assert c[2] > c[0]  # an attention block costs more than a lattice layer
+
+
+def test_causal_distance_once_per_forward(monkeypatch):
+    import csna.model as model_mod
+    calls = []
+    real = model_mod.causal_distance
+    monkeypatch.setattr(model_mod, "causal_distance", lambda *a, **k: calls.append(1) or real(*a, **k))
+    m = make()
+    m(torch.randn(3, 5))
+    assert len(calls) == 1
