@@ -99,6 +99,7 @@ class Phase3Config(PhaseConfig):
     lambda_stable: float = 0.3
     theta_learnable_from: float = 0.5  # fraction of the phase after which θ0, w train
     stable_every: int = 1  # compute L_Stable every N steps (scaled by N when on)
+    block_drop: float = 0.0  # stochastic depth: per-sample probability of skipping a block
 
 
 @dataclass
@@ -109,6 +110,7 @@ class Phase4Config(PhaseConfig):
     lambda_dis: float = 0.5
     lambda_stable: float = 0.3
     eta: float = 1.0  # price of compute in the reward
+    loss_tolerance: float = 0.02  # keep only controllers whose gated validation loss is within this of the full model's
     entropy_beta: float = 0.01
     critic_lr: float = 1e-3
     actor_lr: float = 1e-3
@@ -265,6 +267,8 @@ def validate(cfg: Config) -> None:
         for lam in ("lambda_causal", "lambda_geometric", "lambda_dc", "lambda_dis", "lambda_stable"):
             if getattr(ph, lam) < 0:
                 raise ConfigError(f"config key 'phase{n}.{lam}' must be >= 0, got {getattr(ph, lam)}")
+    if not 0.0 <= cfg.phase3.block_drop < 1.0:
+        raise ConfigError(f"config key 'phase3.block_drop' must be in [0, 1), got {cfg.phase3.block_drop}")
     if cfg.phase4.eta < 0:
         raise ConfigError(f"config key 'phase4.eta' must be >= 0, got {cfg.phase4.eta}")
     if cfg.train.batch_size < 2:

@@ -23,7 +23,7 @@ from .nn.heads import OutcomeHeads, PropensityHead
 from .nn.lattice import LatticeEncoder, in_degree_normalised
 from .nn.utility import MetaUtility
 
-GATE_MODES = ("off", "sample", "hard", "given")
+GATE_MODES = ("off", "sample", "hard", "given", "drop")
 MODULES = ("encoder", "lattice", "attention", "heads", "utility")
 
 
@@ -110,13 +110,17 @@ class CSNAModel(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor, depth: int | None = None, gate_mode: str = "off",
-                gates: torch.Tensor | None = None, generator: torch.Generator | None = None) -> Outputs:
+                gates: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                drop_rate: float = 0.0) -> Outputs:
         """Args:
             x: (B, p) preprocessed features.
             depth: 1, 2 or 3 (defaults to the depth trained so far).
             gate_mode: "off" runs every block; "sample" draws g ~ Bernoulli(u) (phase 4
                 training); "hard" runs a block where u ≥ 0.5 (evaluation); "given" uses ``gates``.
             gates: (B, n) 0/1, with ``gate_mode="given"``.
+            drop_rate: with ``gate_mode="drop"``, each sample skips each block with this
+                probability (stochastic depth), so the backbone learns to work with the blocks
+                the Meta Utility Layer will later skip.
         """
         if gate_mode not in GATE_MODES:
             raise ValueError(f"gate_mode must be one of {GATE_MODES}, got {gate_mode!r}")
@@ -130,6 +134,9 @@ class CSNAModel(nn.Module):
         def run(fn, state, i):
             if gate_mode == "off":
                 return fn(state)
+            if gate_mode == "drop":
+                keep = torch.full((state.shape[0],), 1.0 - drop_rate, device=state.device)
+                return gated(fn, state, torch.bernoulli(keep, generator=generator))
             u = self.utility.utility(state, i)  # (B,)
             if gate_mode == "sample":
                 g = torch.bernoulli(u.detach(), generator=generator)
