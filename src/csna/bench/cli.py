@@ -1,0 +1,169 @@
+"""``csna bench ihdp | synthetic``: csna, its ablations and the peers on shared splits.
+
+``add_subparser(subparsers)`` registers the ``bench`` verb on csna's command line; ``main``
+runs it on its own (``python -m csna.bench.cli bench ihdp ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from ..config import ConfigError
+from ..data import DataError
+from . import results as R
+from .peers import INSTALL_HINT, PEERS, check_installed, resolve
+from .run import ABLATIONS, BenchSpec, ablation_path, draw_splits, execute, split_id, tasks_for
+
+
+def _ablations(text: str | None) -> tuple[str, ...]:
+    if text is None:
+        return ()
+    if text == "all":
+        return ABLATIONS
+    names = tuple(a.strip() for a in text.split(",") if a.strip())
+    bad = [a for a in names if a not in ABLATIONS]
+    if bad:
+        raise ConfigError(f"unknown ablation(s) {', '.join(bad)} (valid: {', '.join(ABLATIONS)})")
+    return names
+
+
+def spec_from_args(args: argparse.Namespace) -> BenchSpec:
+    if args.reps < 1 or args.start < 0:
+        raise ConfigError(f"--reps must be >= 1 and --start >= 0, got {args.reps} and {args.start}")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    peers = resolve(args.peers)
+    check_installed(peers)
+    ablations = _ablations(args.ablations)
+    for a in ablations:
+        ablation_path(a)
+    options = {k: v for k, v in (("max_epochs", args.neural_epochs), ("n_configs", args.neural_configs)) if v}
+    return BenchSpec(dataset=args.bench_data, replications=tuple(range(args.start, args.start + args.reps)),
+                     peers=tuple(peers), csna=not args.no_csna, ablations=ablations,
+                     ablation_reps=args.ablation_reps, overrides=tuple(args.set or ()),
+                     n=getattr(args, "n", 2000), p=getattr(args, "p", 25), peer_options=options)
+
+
+def _existing(out: Path, args: argparse.Namespace, binary: bool) -> list[dict]:
+    path = out / "results.csv"
+    if not path.is_file():
+        return []
+    if args.overwrite:
+        return []
+    if not args.resume:
+        raise ConfigError(f"--out {out} already holds results.csv; use --resume to run only the missing rows "
+                          "or --overwrite to start again")
+    df = R.read_csv(path)
+    if list(df.columns) != R.columns(binary):
+        raise DataError(f"{path} does not hold {'synthetic' if binary else 'IHDP'} bench results (other columns)")
+    return df.to_dict("records")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark; 0 when every fit succeeded, 1 when some failed (they are listed)."""
+    spec = spec_from_args(args)
+    binary = spec.dataset == "synthetic"
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory")
+    rows = _existing(out, args, binary)
+    splits = {rep: draw_splits(spec, rep) for rep in spec.replications}
+    fingerprints = {rep: split_id(s["test"]) for rep, s in splits.items()}
+    for r in rows:
+        rep = int(r["replication"])
+        if rep in fingerprints and str(r["split_id"]) != fingerprints[rep]:
+            raise DataError(f"{out / 'results.csv'}: replication {rep} was scored on another split "
+                            "(the config changed); use --overwrite or another --out")
+    done = {(str(r["estimator"]), int(r["replication"])) for r in rows}
+    tasks = [t for t in tasks_for(spec, splits) if (t.estimator, t.replication) not in done]
+    out.mkdir(parents=True, exist_ok=True)
+    command = "csna " + " ".join(shlex.quote(a) for a in (args.argv or sys.argv[1:]))
+    (out / "bench.json").write_text(json.dumps({"command": command, "dataset": spec.dataset,
+                                                "replications": list(spec.replications), "peers": list(spec.peers),
+                                                "ablations": list(spec.ablations), "overrides": list(spec.overrides),
+                                                "peer_options": spec.peer_options, "jobs": args.jobs}, indent=2))
+    labels = {"csna": "csna, default config"} | {f"csna-{a}": f"csna ablation, configs/ablations/{a}.yaml"
+                                                  for a in ABLATIONS} | {n: p.label for n, p in PEERS.items()}
+    title = "csna bench: IHDP (response surface B)" if not binary else \
+        f"csna bench: synthetic SCM, binary outcome (n={spec.n}, p={spec.p})"
+    failures: list[dict] = []
+
+    def save(row: dict) -> None:
+        if "error" in row:
+            failures.append(row)
+            print(f"csna bench: {row['estimator']} on replication {row['replication']} failed: {row['error']}",
+                  file=sys.stderr)
+            return
+        rows.append(row)
+        df = R.write_csv(rows, out / "results.csv", binary)
+        R.write_markdown(df, out / "results.md", title, labels, command)
+
+    print(f"csna bench {spec.dataset}: {len(tasks)} fits ({len(done)} already done) → {out}", file=sys.stderr)
+    execute(tasks, jobs=args.jobs, progress=not args.quiet, on_row=save)
+    df = R.write_csv(rows, out / "results.csv", binary)
+    R.write_markdown(df, out / "results.md", title, labels, command)
+    if failures:
+        (out / "failures.log").write_text("\n".join(f"{f['estimator']} @ {f['replication']}\n{f['traceback']}"
+                                                    for f in failures))
+    print((out / "results.md").read_text())
+    if failures:
+        print(f"csna bench: {len(failures)} fit(s) failed, see {out / 'failures.log'}; "
+              "rerun with --resume to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reps", type=int, required=True, help="number of replications")
+    p.add_argument("--start", type=int, default=0, help="first replication (default 0)")
+    p.add_argument("--peers", default="all", help=f"comma list, 'all' or 'none' (peers: {', '.join(PEERS)})")
+    p.add_argument("--no-csna", action="store_true", help="leave csna's own row out (peers and ablations only)")
+    p.add_argument("--ablations", nargs="?", const="all", default=None, metavar="LIST",
+                   help=f"add csna ablation rows: all, or a comma list of {', '.join(ABLATIONS)}")
+    p.add_argument("--ablation-reps", type=int, default=None, metavar="K",
+                   help="run the ablations on the first K replications only")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a csna config key (ablations too)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes, one replication fit each (default 1)")
+    p.add_argument("--neural-epochs", type=int, default=None, help="cap the neural peers' epochs (quick looks)")
+    p.add_argument("--neural-configs", type=int, default=None, help="try only the first K configs of each neural grid")
+    p.add_argument("--out", required=True, help="output directory (results.csv, results.md)")
+    p.add_argument("--resume", action="store_true", help="keep the rows in --out and run only the missing ones")
+    p.add_argument("--overwrite", action="store_true", help="replace results in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_subparser(subparsers) -> argparse.ArgumentParser:
+    """Register ``bench`` (with ``ihdp`` and ``synthetic``) on csna's subparsers; ``func`` is set."""
+    b = subparsers.add_parser("bench", help=f"csna vs peers and ablations on shared splits ({INSTALL_HINT})")
+    sub = b.add_subparsers(dest="bench_data", required=True)
+    i = sub.add_parser("ihdp", help="IHDP replications (response surface B)")
+    _common(i)
+    s = sub.add_parser("synthetic", help="synthetic SCM with a binary outcome: AUC, ε_ATE, √PEHE")
+    _common(s)
+    s.add_argument("--n", type=int, default=2000, help="rows per replication")
+    s.add_argument("--p", type=int, default=25, help="covariates")
+    for p in (i, s):
+        p.set_defaults(func=cmd_bench, argv=None)
+    return b
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry: ``python -m csna.bench.cli bench ihdp --reps 2 --out DIR``."""
+    parser = argparse.ArgumentParser(prog="csna")
+    add_subparser(parser.add_subparsers(dest="command", required=True))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    try:
+        return args.func(args)
+    except (ConfigError, DataError) as exc:
+        print(f"csna: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""The registry of peer estimators and how each is fitted and scored.
+
+A peer sees the same preprocessed features as csna, fits on the training rows (tuning and
+early stopping on the validation rows, refitting on both where that is its habit), and
+predicts for every row. Scoring is csna's: "in" = train + validation rows, "out" = test rows.
+
+Shape alphabet: n rows, p features.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import metrics as M
+from ..config import ConfigError
+from . import neural, trees
+
+INSTALL_HINT = "pip install 'csna[bench]'"
+
+
+@dataclass
+class Prediction:
+    """What a peer returns: τ̂ for every row, and both potential outcomes when it has them."""
+
+    tau: np.ndarray  # (n,)
+    mu: np.ndarray | None = None  # (n, 2), probabilities for a binary outcome
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    label: str  # what results.md says it is
+    fit: Callable[..., Prediction]
+    needs: tuple[str, ...] = ()
+    neural: bool = False
+
+
+def _from_mu(fn):
+    def fit(x, t, y, train, val, binary, seed, **_):
+        mu = fn(x, t, y, train, val, binary, seed)
+        return Prediction(mu[:, 1] - mu[:, 0], mu)
+    return fit
+
+
+def _x(x, t, y, train, val, binary, seed, **_):
+    tau, mu = trees.x_learner(x, t, y, train, val, binary, seed)
+    return Prediction(tau, mu)
+
+
+def _tau_only(fn):
+    def fit(x, t, y, train, val, binary, seed, **_):
+        return Prediction(fn(x, t, y, train, val, binary, seed))
+    return fit
+
+
+def _net(kind: str, ipm: str = "wass"):
+    def fit(x, t, y, train, val, binary, seed, max_epochs=None, n_configs=None, **_):
+        mu = neural.fit_predict(kind, x, t, y, train, val, binary, seed, ipm=ipm, max_epochs=max_epochs,
+                                n_configs=n_configs)
+        return Prediction(mu[:, 1] - mu[:, 0], mu)
+    return fit
+
+
+_OURS = "csna's own PyTorch implementation"
+PEERS: dict[str, Peer] = {p.name: p for p in [
+    Peer("causal-forest-dml", "EconML CausalForestDML, LightGBM nuisances", _tau_only(trees.causal_forest),
+         ("econml", "lightgbm")),
+    Peer("dr-learner", "EconML DRLearner, LightGBM nuisances", _tau_only(trees.dr_learner), ("econml", "lightgbm")),
+    Peer("t-learner-lgbm", "T-learner, LightGBM", _from_mu(trees.t_learner), ("lightgbm",)),
+    Peer("s-learner-lgbm", "S-learner, LightGBM", _from_mu(trees.s_learner), ("lightgbm",)),
+    Peer("x-learner-lgbm", "X-learner, LightGBM", _x, ("lightgbm",)),
+    Peer("tarnet", f"TARNet (Shalit et al. 2017), {_OURS}", _net("tarnet"), neural=True),
+    Peer("cfr-mmd", f"CFR-MMD (Shalit et al. 2017), {_OURS}", _net("cfr", "mmd"), neural=True),
+    Peer("cfr-wass", f"CFR-Wasserstein (Shalit et al. 2017), {_OURS}", _net("cfr", "wass"), neural=True),
+    Peer("dragonnet", f"DragonNet + targeted reg. (Shi et al. 2019), {_OURS}", _net("dragonnet"), neural=True),
+]}
+
+
+def resolve(names: str | None) -> list[str]:
+    """``"a,b"`` → peer names in registry order; ``None``/``"all"`` → every peer; ``"none"`` → []."""
+    if names is None or names.strip() == "all":
+        return list(PEERS)
+    if names.strip() in ("", "none"):
+        return []
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in PEERS]
+    if unknown:
+        raise ConfigError(f"unknown peer(s) {', '.join(unknown)} (valid: {', '.join(PEERS)})")
+    return [n for n in PEERS if n in wanted]
+
+
+def check_installed(names: list[str]) -> None:
+    """Raise a one-line ConfigError when a chosen peer's optional dependency is missing."""
+    for name in names:
+        for mod in PEERS[name].needs:
+            if importlib.util.find_spec(mod) is None:
+                raise ConfigError(f"peer '{name}' needs {mod}, which is not installed: {INSTALL_HINT}")
+
+
+def score(tau_hat: np.ndarray, mu_hat: np.ndarray | None, mu_true: np.ndarray, T: np.ndarray, Y: np.ndarray,
+          idx_in: np.ndarray, idx_out: np.ndarray, binary: bool) -> dict[str, float]:
+    """√PEHE and ε_ATE "in" and "out" (and the factual AUC for a binary outcome).
+
+    Args:
+        tau_hat: (n,) estimated effects; mu_hat: (n, 2) estimated outcomes or None.
+        mu_true: (n, 2) true potential outcome means (probabilities when binary).
+    """
+    tau = mu_true[:, 1] - mu_true[:, 0]
+    out: dict[str, float] = {}
+    for part, idx in (("in", idx_in), ("out", idx_out)):
+        out[f"sqrt_pehe_{part}"] = M.sqrt_pehe(tau[idx], tau_hat[idx])
+        out[f"eps_ate_{part}"] = M.eps_ate(tau[idx], tau_hat[idx])
+        if binary:
+            f = mu_hat[idx, T[idx]] if mu_hat is not None else None
+            out[f"auc_{part}"] = M.auc_roc(Y[idx], f) if f is not None else float("nan")
+    return out
+
+
+def fit_peer(name: str, x: np.ndarray, t: np.ndarray, y: np.ndarray, splits: dict[str, np.ndarray],
+             binary: bool, seed: int, options: dict[str, Any] | None = None) -> Prediction:
+    """Fit one peer on the split and predict every row."""
+    return PEERS[name].fit(x, t.astype(np.int64), np.asarray(y, dtype=np.float64), splits["train"], splits["val"],
+                           binary, seed, **(options or {}))

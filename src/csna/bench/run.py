@@ -1,0 +1,200 @@
+"""Running a benchmark: one split per replication, every estimator on it, in parallel.
+
+The parent draws each replication's split once (``csna.runner.split_data`` with the default
+config, so csna's own split) and hands the same indices to every task; a task is one estimator
+on one replication, run in a worker process with one torch and one BLAS thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ..config import Config, ConfigError, load_config, parse_override
+from ..data import CausalData, ihdp, synthetic
+
+ABLATIONS = ("phase1-only", "no-lattice", "sequence-rope", "no-rope", "lambda1-0", "no-reg", "gates-off")
+ABLATION_DIR = Path(__file__).resolve().parents[3] / "configs" / "ablations"
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """What ``csna bench`` runs."""
+
+    dataset: str  # ihdp | synthetic
+    replications: tuple[int, ...]
+    peers: tuple[str, ...] = ()
+    csna: bool = True
+    ablations: tuple[str, ...] = ()
+    ablation_reps: int | None = None  # ablations on the first k replications only
+    overrides: tuple[str, ...] = ()  # csna --set KEY=VALUE (ablations too)
+    n: int = 2000  # synthetic rows
+    p: int = 25  # synthetic covariates
+    peer_options: dict[str, Any] = field(default_factory=dict)  # neural: max_epochs, n_configs
+
+
+@dataclass(frozen=True)
+class Task:
+    spec: BenchSpec
+    replication: int
+    estimator: str  # "csna", "csna-<ablation>" or a peer name
+    splits: dict[str, list[int]]
+
+
+def ablation_path(name: str, directory: Path | None = None) -> Path:
+    path = (directory or ABLATION_DIR) / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"ablation config not found: {path} (valid: {', '.join(ABLATIONS)})")
+    return path
+
+
+def load_data(spec: BenchSpec, rep: int) -> CausalData:
+    if spec.dataset == "ihdp":
+        return ihdp(rep)
+    return synthetic(spec.n, spec.p, seed=rep, outcome="binary")
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def csna_config(spec: BenchSpec, rep: int, path: Path | None = None) -> Config:
+    """The default config for this replication with the ``--set`` overrides and, for an
+    ablation, its file's keys applied last: what the ablation switches off stays off whatever
+    budget ``--set`` gives."""
+    if spec.dataset == "ihdp":
+        base = [f"data.replication={rep}"]
+    else:
+        base = ["data.source=synthetic", f"data.synthetic_seed={rep}", "data.synthetic_outcome=binary",
+                f"data.synthetic_n={spec.n}", f"data.synthetic_p={spec.p}"]
+    items = dict(parse_override(o) for o in base + ["train.progress=false"] + list(spec.overrides))
+    if path is not None:
+        load_config(path)  # the file on its own must be a valid config
+        items.update(_flatten(yaml.safe_load(path.read_text()) or {}))
+    return load_config(None, items)
+
+
+def draw_splits(spec: BenchSpec, rep: int) -> dict[str, list[int]]:
+    """csna's own split of replication ``rep``, checked, as plain lists (cheap to send)."""
+    from ..runner import check_splits, split_data
+
+    data = load_data(spec, rep)
+    splits = split_data(csna_config(spec, rep), data)
+    check_splits(data, splits)
+    return {k: v.tolist() for k, v in splits.items()}
+
+
+def split_id(test: np.ndarray) -> str:
+    """A short fingerprint of the test rows an estimator was scored on."""
+    return hashlib.sha1(np.sort(np.asarray(test, dtype=np.int64)).tobytes()).hexdigest()[:10]
+
+
+def tasks_for(spec: BenchSpec, splits: dict[int, dict[str, list[int]]]) -> list[Task]:
+    out: list[Task] = []
+    for i, rep in enumerate(spec.replications):
+        names = (["csna"] if spec.csna else [])
+        if spec.ablation_reps is None or i < spec.ablation_reps:
+            names += [f"csna-{a}" for a in spec.ablations]
+        names += list(spec.peers)
+        out += [Task(spec, rep, name, splits[rep]) for name in names]
+    return out
+
+
+def _fit_csna(task: Task, data: CausalData, splits: dict[str, np.ndarray]) -> tuple[dict[str, float], np.ndarray]:
+    from ..evaluate import core_metrics, split_indices_of
+    from ..runner import train_run
+
+    name = task.estimator
+    path = ablation_path(name[len("csna-"):]) if name.startswith("csna-") else None
+    cfg = csna_config(task.spec, task.replication, path)
+    run = train_run(cfg, data=data, splits=splits)
+    m = core_metrics(run, data)
+    keys = ["sqrt_pehe_in", "sqrt_pehe_out", "eps_ate_in", "eps_ate_out"]
+    if data.outcome_type == "binary":
+        keys.append("auc_out")
+        m["auc_out"] = m.get("auc_out", float("nan"))
+    return {k: float(m[k]) for k in keys}, split_indices_of(run, data)["test"]
+
+
+def _fit_peer(task: Task, data: CausalData, splits: dict[str, np.ndarray]) -> tuple[dict[str, float], np.ndarray]:
+    from ..runner import fit_preparation
+    from .peers import fit_peer, score
+
+    cfg = csna_config(task.spec, task.replication)
+    x = fit_preparation(cfg, data, splits["train"]).features(data.X).astype(np.float64)  # (n, p_out)
+    binary = data.outcome_type == "binary"
+    pred = fit_peer(task.estimator, x, data.T, data.Y, splits, binary, seed=task.replication,
+                    options=task.spec.peer_options)
+    idx_in = np.sort(np.concatenate([splits["train"], splits["val"]]))
+    m = score(pred.tau, pred.mu, data.mu, data.T, data.Y, idx_in, splits["test"], binary)
+    return m, splits["test"]
+
+
+def run_task(task: Task) -> dict[str, Any]:
+    """One estimator on one replication → one results row (or an ``error`` row)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    row: dict[str, Any] = {"estimator": task.estimator, "replication": task.replication}
+    try:
+        with threadpool_limits(1):
+            data = load_data(task.spec, task.replication)
+            splits = {k: np.asarray(v, dtype=np.int64) for k, v in task.splits.items()}
+            fit = _fit_csna if task.estimator == "csna" or task.estimator.startswith("csna-") else _fit_peer
+            t0 = time.perf_counter()
+            metrics, test = fit(task, data, splits)
+            row.update(metrics)
+            row["fit_seconds"] = time.perf_counter() - t0
+            row["split_id"] = split_id(test)
+    except Exception as exc:  # one failing fit must not lose a long run: reported, not written
+        row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        row["traceback"] = traceback.format_exc()
+    return row
+
+
+def execute(tasks: list[Task], jobs: int = 1, progress: bool = True, on_row=None) -> list[dict[str, Any]]:
+    """Run ``tasks`` (in ``jobs`` spawned worker processes when > 1) with a progress bar.
+
+    ``on_row(row)`` is called in the parent as each task finishes (to save results as they come).
+    """
+    from tqdm import tqdm
+
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(tasks), desc="bench", unit="fit", disable=not progress, file=sys.stderr,
+               dynamic_ncols=True)
+
+    def done(row: dict[str, Any]) -> None:
+        rows.append(row)
+        bar.set_postfix_str(f"{row['estimator']}@{row['replication']}" + (" FAILED" if "error" in row else ""))
+        bar.update(1)
+        if on_row is not None:
+            on_row(row)
+
+    try:
+        if jobs <= 1:
+            for t in tasks:
+                done(run_task(t))
+        else:
+            import multiprocessing as mp
+
+            # spawn: a forked child of a process that has started torch's thread pools can hang.
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+                futures = [pool.submit(run_task, t) for t in tasks]
+                for fut in as_completed(futures):
+                    done(fut.result())
+    finally:
+        bar.close()
+    return rows
