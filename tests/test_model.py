@@ -35,13 +35,26 @@ def test_soft_threshold_exact_zeros_and_straight_through_gradient():
     assert a.grad.tolist() == [1.0, 1.0, 1.0]
 
 
-def test_adjacency_mask_and_initial_edges_alive():
-    adj = LearnedAdjacency(5, tau=0.1, forbidden=torch.tensor([[0, 1, 0, 0, 0]] + [[0] * 5] * 4).bool())
+def test_adjacency_mask_and_every_allowed_edge_gets_gradient():
+    forbidden = torch.zeros(5, 5, dtype=torch.bool)
+    forbidden[0, 1] = True
+    adj = LearnedAdjacency(5, tau=0.1, forbidden=forbidden)
     A = adj()
-    assert torch.all(A.diagonal() == 0) and A[0, 1] == 0
-    off = ~torch.eye(5, dtype=torch.bool)
-    off[0, 1] = False
-    assert torch.all(A[off] > 0)  # every allowed edge starts above τ
+    assert torch.all(A.diagonal() == 0) and A[0, 1] == 0 and torch.all(A >= 0)
+    A.sum().backward()
+    allowed = ~torch.eye(5, dtype=torch.bool) & ~forbidden
+    # straight-through: alive or below τ, every allowed edge can move; masked ones never
+    assert torch.all(adj.W.grad[allowed] != 0) and torch.all(adj.W.grad[~allowed] == 0)
+
+
+def test_distance_reads_the_dominant_orientation():
+    from csna.model import dominant_edges
+    from csna.nn.distance import causal_distance
+    A = torch.tensor([[0.0, 0.6, 0.0], [0.4, 0.0, 0.5], [0.0, 0.1, 0.0]])
+    D = dominant_edges(A)
+    assert torch.equal(D, torch.tensor([[0.0, 0.6, 0.0], [0.0, 0.0, 0.5], [0.0, 0.0, 0.0]]))
+    d, _ = causal_distance(D, 0.25)
+    assert d.tolist() == [[0, -1, -2], [1, 0, -1], [2, 1, 0]]  # the chain 0 → 1 → 2
 
 
 def test_lattice_layer_matches_parent_loop():
@@ -98,8 +111,9 @@ def test_skipped_block_costs_zero_flops():
     f_on = _flops(lambda: m(x, gate_mode="given", gates=all_on))
     f_off = _flops(lambda: m(x, gate_mode="given", gates=one_off))
     blk = m.attention[1]
+    from csna.model import dominant_edges
     from csna.nn.distance import causal_distance
-    d, u = causal_distance(m.lattice.adjacency())
+    d, u = causal_distance(dominant_edges(m.lattice.adjacency()), m.cfg.edge_eps)
     f_blk = _flops(lambda: blk(torch.randn(16, 6, 16), d, u))
     assert f_on - f_off == f_blk > 0
 

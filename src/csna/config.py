@@ -53,7 +53,7 @@ class ModelConfig:
     head_hidden: int = 64  # width of the outcome heads
     dropout: float = 0.0
     tau: float = 0.1  # soft threshold of the adjacency
-    edge_eps: float = 0.0  # A_ij > edge_eps counts as an edge for causal distance
+    edge_eps: float = 0.25  # A_ij > edge_eps (dominant direction) counts as an edge for causal distance
     d_max: int = 3  # clip of f(d_causal)
     rope_base: float = 10000.0
     positional: str = "causal"  # causal | sequence | none

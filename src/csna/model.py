@@ -94,7 +94,7 @@ class CSNAModel(nn.Module):
         z = torch.zeros(1, self.cfg.k, self.cfg.d, device=dev)
         a = self.lattice.adjacency()
         a_in = in_degree_normalised(a)
-        dist, unrel = causal_distance(a, self.cfg.edge_eps)
+        dist, unrel = causal_distance(dominant_edges(a), self.cfg.edge_eps)
         flops = []
         for name, block in self.blocks():
             with FlopCounterMode(display=False) as fc:
@@ -159,7 +159,7 @@ class CSNAModel(nn.Module):
             if a is None:
                 a = self.lattice.adjacency()
             # Causal distance once per forward pass, never per layer (design §3.3).
-            dist, unrel = causal_distance(a.detach(), self.cfg.edge_eps)
+            dist, unrel = causal_distance(dominant_edges(a.detach()), self.cfg.edge_eps)
             for blk in self.attention:
                 state = run(lambda s, m=blk: m(s, dist, unrel), state, block_i)
                 block_i += 1
@@ -177,6 +177,17 @@ class CSNAModel(nn.Module):
         if self.n_classes:
             return torch.softmax(pred, dim=-1)
         return pred * self.y_std + self.y_mean
+
+
+def dominant_edges(a: torch.Tensor) -> torch.Tensor:
+    """Keep, for each pair, only the stronger of i → j and j → i. (k, k)
+
+    While the DAG penalty is still soft, A has weight in both directions of most pairs; read
+    literally every pair is then a 2-cycle, every causal distance is P[j→i] − P[i→j] = 0, and
+    causal RoPE sees no positions at all. The distance is read from the graph's dominant
+    orientation instead; message passing still uses all of A.
+    """
+    return a * (a > a.t())
 
 
 def gated(fn, state: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
