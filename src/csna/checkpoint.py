@@ -18,30 +18,80 @@ import numpy as np
 import torch
 
 FORMAT = "csna-checkpoint-v1"
+LATEST = "latest.pt"  # the latest training state, rewritten every train.checkpoint_every steps
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not match."""
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, no permission); the previous file is intact."""
+
+    def __str__(self) -> str:
+        return self.strerror or "checkpoint write failed"
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
     """Write to a temporary file in the same directory, fsync, then ``os.replace``: a crash
-    or a full disk mid-write leaves the previous file intact."""
+    or a full disk mid-write leaves the previous file intact and no temporary file behind.
+
+    Raises:
+        CheckpointWriteError: the write failed; ``errno`` is the original one (e.g. ENOSPC).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a checkpoint is an ordinary file
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+        tmp = None
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise CheckpointWriteError(exc.errno, f"cannot write checkpoint {path}: {reason}; "
+                                              "the previous file is unchanged") from exc
+    except RuntimeError as exc:  # torch.save wraps some I/O failures (e.g. a full disk) in RuntimeError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointWriteError(None, f"cannot write checkpoint {path}: {first[:160]}; "
+                                         "the previous file is unchanged") from exc
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the ``.NAME.*.tmp`` files a process killed mid-write left behind."""
+    gone = []
+    for p in Path(directory).glob(".*.pt.*.tmp"):
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
+            p.unlink()
+            gone.append(p)
+        except OSError:
             pass
-        raise
+    return gone
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

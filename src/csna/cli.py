@@ -6,6 +6,7 @@ Bad input ends with one line on stderr naming what and where, exit code 2, no tr
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as _dt
 import sys
 from pathlib import Path
@@ -36,38 +37,36 @@ def _new_run_dir() -> Path:
     return path
 
 
-def _is_run_dir(path: Path) -> bool:
-    return path.is_dir() and any(path.iterdir())
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from .evaluate import write_metrics
     from .report import evaluate_and_report
-    from .runner import train_run
+    from .runner import check_run_dir, train_run
 
     overrides = list(args.set or [])
     if args.treatment:
         overrides.append(f"data.treatment={args.treatment}")
     if args.outcome:
         overrides.append(f"data.outcome={args.outcome}")
+    if args.impute:
+        overrides.append("data.impute=true")
     if args.resume:
+        if args.out or args.overwrite:
+            raise UsageError("--resume RUN_DIR continues that run in place; drop --out/--overwrite")
         rd = Path(args.resume)
-        if not (rd / "config.yaml").is_file():
-            raise UsageError(f"--resume {rd}: not a csna run directory (config.yaml missing)")
+        check_run_dir(rd, resume=True)
         cfg = load_config(rd / "config.yaml", overrides, data_source=args.data)
     else:
         cfg = load_config(args.config, overrides, data_source=args.data)
         rd = Path(args.out) if args.out else _new_run_dir()
-        if _is_run_dir(rd) and not args.overwrite:
-            raise UsageError(f"--out {rd} already holds a run; use --overwrite to replace it or --resume {rd} to continue it")
-        if rd.exists() and not rd.is_dir():
-            raise UsageError(f"--out {rd} is a file, not a directory")
-        if args.overwrite and rd.is_dir():
-            import shutil
-
-            shutil.rmtree(rd)
-    print(f"csna train: data={cfg.data.source} seed={cfg.train.seed} → {rd}", file=sys.stderr)
-    run = train_run(cfg, run_dir=rd, progress=cfg.train.progress and not args.quiet, resume=bool(args.resume))
+        check_run_dir(rd, overwrite=args.overwrite)
+    print(f"csna train: data={cfg.data.source} seed={cfg.train.seed} → {rd}"
+          + (" (resuming)" if args.resume else ""))
+    run = train_run(cfg, run_dir=rd, progress=cfg.train.progress and not args.quiet, resume=bool(args.resume),
+                    overwrite=args.overwrite)
+    imputed = getattr(run, "imputed", {})
+    if imputed:
+        cols = ", ".join(f"{c}: {n}" for c, n in imputed.items())
+        print(f"imputed {sum(imputed.values())} missing value(s) with training medians ({cols})")
     metrics = evaluate_and_report(run, run.data, figures=not args.no_figures)
     metrics["time_fit_s"] = getattr(run, "fit_seconds", None)
     write_metrics(metrics, rd)
@@ -79,14 +78,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import write_metrics
     from .report import evaluate_and_report
-    from .runner import load_data, load_run
+    from .runner import check_compatible, load_data, load_run
 
     run = load_run(args.run_dir)
     if args.data:
-        data_cfg = load_config(None, [f"data.{k}={v}" for k, v in (("treatment", args.treatment),
-                                                                       ("outcome", args.outcome)) if v],
-                               data_source=args.data)
+        data_cfg = copy.deepcopy(run.cfg)
+        data_cfg.data.source = args.data
+        if args.treatment:
+            data_cfg.data.treatment = args.treatment
+        if args.outcome:
+            data_cfg.data.outcome = args.outcome
         data = load_data(data_cfg)
+        check_compatible(run, data, args.data)
         if args.data not in ("ihdp", "synthetic"):
             import numpy as np
 
@@ -94,6 +97,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           "test": np.arange(data.n)}
     else:
         data = load_data(run.cfg)
+        check_compatible(run, data, run.cfg.data.source)
     metrics = evaluate_and_report(run, data, figures=not args.no_figures)
     path = write_metrics(metrics, args.run_dir)
     _print_table(metrics)
@@ -108,14 +112,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     run = load_run(args.run_dir)
     X = read_frame(args.data)
-    missing = [c for c in run.prep.pre.input_columns_ if c not in X.columns]
-    if missing:
-        raise DataError(f"{args.data}: missing covariate column(s) {', '.join(missing)} used in training")
-    bad = X[run.prep.pre.input_columns_].select_dtypes(include="number")
-    if not run.prep.impute and bad.isna().any().any():
-        col = bad.columns[bad.isna().any()][0]
-        raise DataError(f"{args.data}: column '{col}' has {int(bad[col].isna().sum())} missing value(s)")
-    out = predict_frame(run, X[run.prep.pre.input_columns_], gates=not args.no_gates)
+    out = predict_frame(run, X, gates=not args.no_gates, where=str(args.data))
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(out_path, index=False)
@@ -148,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--outcome", help="outcome column of a user table")
     t.add_argument("--out", help="run directory (default: a new folder under runs/)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    t.add_argument("--overwrite", action="store_true", help="replace the csna run that --out holds")
+    t.add_argument("--impute", action="store_true",
+                   help="fill NaN/Inf covariates with training medians (reported) instead of failing")
     t.add_argument("--no-figures", action="store_true", help="skip the figures and report")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
@@ -171,20 +170,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .runner import RunDirError
+    from .train import TrainingError, TrainingInterrupted
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except USER_ERRORS + (UsageError,) as exc:
-        return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except USER_ERRORS + (UsageError, RunDirError, TrainingError) as exc:
+        return _fail(_one_line(exc))
+    except TrainingInterrupted as exc:
+        print(f"csna: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
-        return _fail("interrupted; finished phase checkpoints are kept")
-    except Exception as exc:
-        from .train import TrainingError
+        print("csna: interrupted; saved checkpoints are kept", file=sys.stderr)
+        return 130
+    except OSError as exc:  # a full disk, a missing permission: say which file, keep the rest
+        return _fail(_one_line(exc))
 
-        if isinstance(exc, TrainingError):
-            return _fail(str(exc))
-        raise
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 if __name__ == "__main__":

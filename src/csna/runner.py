@@ -6,7 +6,9 @@ The CLI and ``CSNAEstimator`` both go through here, so a run made by one is read
 from __future__ import annotations
 
 import json
+import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -21,13 +23,15 @@ import torch
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, config_from_dict, dump_config
 from .data import CausalData, DataError, Preprocessor, ihdp, load_table, split_indices, synthetic
+from .data import validate as validate_data
 from .logger import RunLogger
 from .model import CSNAModel
 from .phases import PHASES
+from .resume import (RUN_MARKERS, SPLITS_FILE, RunDirError, check_resumable, check_run_dir,  # noqa: F401
+                     completed_phases, is_run_dir, read_splits, resume_state)
 from .train import Split, Trainer, set_seed
 
 PREPROCESS_FILE = "preprocess.json"
-SPLITS_FILE = "splits.json"
 
 
 def select_device(name: str) -> torch.device:
@@ -46,7 +50,7 @@ def load_data(cfg: Config) -> CausalData:
     if d.source == "synthetic":
         return synthetic(d.synthetic_n, d.synthetic_p, d.synthetic_seed, outcome=d.synthetic_outcome)
     return load_table(d.source, treatment=d.treatment, outcome=d.outcome,
-                      covariates=d.covariates or None, outcome_type=d.outcome_type)
+                      covariates=d.covariates or None, outcome_type=d.outcome_type, impute=d.impute)
 
 
 @dataclass
@@ -72,9 +76,13 @@ class Prepared:
                    int(d["n_classes"]), float(d["y_mean"]), float(d["y_std"]), dict(d.get("impute", {})))
 
     def features(self, X: pd.DataFrame) -> np.ndarray:
-        """(n, p_out) float32 features, with the training medians filled in when imputing."""
+        """(n, p_out) float32 features, with the training medians filled in (for NaN and
+        ±Inf) when imputing."""
         if self.impute:
-            X = X.fillna({c: v for c, v in self.impute.items() if c in X.columns})
+            cols = [c for c in self.impute if c in X.columns]
+            X = X.copy()
+            X[cols] = X[cols].replace([np.inf, -np.inf], np.nan)
+            X = X.fillna({c: self.impute[c] for c in cols})
         return self.pre.transform(X)
 
 
@@ -82,8 +90,14 @@ def fit_preparation(cfg: Config, data: CausalData, train_idx: np.ndarray) -> Pre
     Xtr = data.X.iloc[train_idx]
     impute: dict[str, float] = {}
     if cfg.data.impute:
-        num = Xtr.select_dtypes(include="number")
-        impute = {c: float(num[c].median()) for c in num.columns if data.X[c].isna().any()}
+        # Every numeric column gets its training median, so new rows may miss any value.
+        num = Xtr.select_dtypes(include="number").replace([np.inf, -np.inf], np.nan)
+        for c in num.columns:
+            med = num[c].median()
+            if not np.isfinite(med):
+                raise DataError(f"covariate '{c}' has no observed value in the {len(train_idx)} training rows "
+                                f"of '{data.name}': nothing to impute it from")
+            impute[str(c)] = float(med)
     pre = Preprocessor().fit(Xtr.fillna(impute) if impute else Xtr)
     if data.outcome_type == "continuous":
         y = data.Y[train_idx].astype(np.float64)
@@ -93,6 +107,20 @@ def fit_preparation(cfg: Config, data: CausalData, train_idx: np.ndarray) -> Pre
         y_mean, y_std = 0.0, 1.0
         n_classes = max(2, int(data.Y.max()) + 1)
     return Prepared(pre, data.outcome_type, data.n_treatments, n_classes, y_mean, y_std, impute)
+
+
+def missing_counts(data: CausalData) -> dict[str, int]:
+    """NaN/Inf values per covariate column (only the columns that have any)."""
+    out = {}
+    for c in data.X.columns:
+        col = data.X[c]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            bad = int(np.count_nonzero(~np.isfinite(col.to_numpy(dtype=np.float64, na_value=np.nan))))
+        else:
+            bad = int(col.isna().sum())
+        if bad:
+            out[str(c)] = bad
+    return out
 
 
 def to_split(prep: Prepared, data: CausalData, idx: np.ndarray, device: torch.device) -> Split:
@@ -150,80 +178,175 @@ def split_data(cfg: Config, data: CausalData) -> dict[str, np.ndarray]:
     if data.extra.get("split") is not None:  # a fixed split shipped with the data
         tr, va, te = data.extra["split"]
     else:
-        tr, va, te = split_indices(data.n, tuple(cfg.data.split), seed=seed, stratify=data.T)
+        try:
+            tr, va, te = split_indices(data.n, tuple(cfg.data.split), seed=seed, stratify=data.T)
+        except ValueError as exc:  # sklearn: a part too small to hold every treatment group
+            raise DataError(f"too few rows for the splits: {data.n} rows of '{data.name}' cannot be split "
+                            f"{list(cfg.data.split)} (config key 'data.split') with every treatment group "
+                            f"in each part ({str(exc).splitlines()[0]})") from None
     return {"train": np.asarray(tr), "val": np.asarray(va), "test": np.asarray(te)}
 
 
-def completed_phases(run_dir: Path) -> list[int]:
-    return [n for n, ph in PHASES.items() if (run_dir / ph.checkpoint).is_file()]
+def check_splits(data: CausalData, splits: dict[str, np.ndarray]) -> None:
+    """The checks that need the split: enough rows, every treatment group and every outcome
+    class in the training part."""
+    n_tr, n_va = len(splits["train"]), len(splits["val"])
+    if n_tr < 4 or n_va < 2:
+        raise DataError(f"too few rows for the splits: {data.n} rows of '{data.name}' give {n_tr} train / "
+                        f"{n_va} validation rows (at least 4 / 2 needed; config key 'data.split')")
+    groups = np.unique(data.T[splits["train"]])
+    if len(groups) < data.n_treatments:
+        lacking = sorted(set(range(data.n_treatments)) - set(groups.tolist()))
+        raise DataError(f"the {n_tr} training rows of '{data.name}' lack treatment group(s) {lacking}; "
+                        "more rows or another split seed (data.split_seed) are needed")
+    if data.outcome_type != "continuous":
+        classes = np.unique(data.Y[splits["train"]])
+        if len(classes) < 2:
+            raise DataError(f"the {n_tr} training rows of '{data.name}' hold one outcome class only "
+                            f"({classes.tolist()}); a classifier needs at least two")
 
 
 def train_run(cfg: Config, data: CausalData | None = None, run_dir: str | Path | None = None,
               progress: bool = False, splits: dict[str, np.ndarray] | None = None,
-              resume: bool = False) -> Run:
+              resume: bool = False, overwrite: bool = False) -> Run:
     """Train all four phases and, with ``run_dir``, write the run directory (design §7).
 
-    With ``resume``, the phases whose checkpoints exist in ``run_dir`` are loaded, not
-    retrained; the split and preprocessing are read back from the run directory.
+    Every check (data, splits, a resumed run's checkpoints against the data and config) runs
+    before anything is written, so bad input never touches saved work.
+
+    Args:
+        resume: continue the run in ``run_dir`` from its furthest saved state (``latest.pt``
+            or the last phase checkpoint); the split is read back from the run directory and
+            the preprocessing must come out as saved. The result is the one an uninterrupted
+            run gives.
+        overwrite: replace a run that ``run_dir`` already holds (without it, an existing run is
+            refused: use ``resume``).
+
+    Raises:
+        DataError, ConfigError, CheckpointError, RunDirError: bad input, with a one-line message.
+        TrainingError: training cannot go on (non-finite losses); TrainingInterrupted: SIGINT or
+        SIGTERM, after saving the latest state.
     """
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    if cfg.train.checkpoint_every < 0:
+        raise ConfigError(f"config key 'train.checkpoint_every' must be >= 0, got {cfg.train.checkpoint_every}")
     if cfg.train.deterministic:
+        # cuBLAS needs a fixed workspace for reproducible matmuls; it is read when CUDA starts.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
     set_seed(cfg.train.seed)
     device = select_device(cfg.train.device)
-    data = data if data is not None else load_data(cfg)
     rd = Path(run_dir) if run_dir is not None else None
-    done: list[int] = []
+    if rd is not None:
+        check_run_dir(rd, resume=resume, overwrite=overwrite)
+    if data is None:
+        data = load_data(cfg)
+    else:
+        validate_data(data, allow_missing=cfg.data.impute)
+    missing = missing_counts(data)
+    if missing and not cfg.data.impute:
+        col, n_bad = next(iter(missing.items()))
+        raise DataError(f"covariate '{col}' has {n_bad} NaN/Inf values in '{data.name}'; "
+                        "set data.impute (csna train --impute) to fill them with training medians")
+    state = None
     if resume and rd is not None:
-        done = completed_phases(rd)
+        state = resume_state(rd, device)
         if (rd / SPLITS_FILE).is_file():
-            splits = {k: np.asarray(v, dtype=np.int64) for k, v in json.loads((rd / SPLITS_FILE).read_text()).items()}
+            splits = read_splits(rd, data)
     splits = splits or split_data(cfg, data)
-    if len(splits["train"]) < 4 or len(splits["val"]) < 2:
-        raise DataError(f"too few rows for the splits: {data.n} rows give {len(splits['train'])} train / "
-                        f"{len(splits['val'])} validation")
-    if len(np.unique(data.T[splits["train"]])) < data.n_treatments:
-        raise DataError("the training split lacks a treatment group; more rows or another split seed are needed")
+    check_splits(data, splits)
     prep = fit_preparation(cfg, data, splits["train"])
+    if resume and rd is not None and (rd / PREPROCESS_FILE).is_file():
+        saved = json.loads((rd / PREPROCESS_FILE).read_text())
+        if saved.get("preprocessor") != json.loads(json.dumps(prep.to_dict()["preprocessor"])):
+            raise ckpt.CheckpointError(f"{rd / PREPROCESS_FILE} does not match the data: the run was trained on "
+                                       "other data (its preprocessing comes out differently)")
     set_seed(cfg.train.seed)
     model = build_model(prep, cfg, device)
-    if done:
-        state = ckpt.load(rd / PHASES[max(done)].checkpoint, map_location=device)
+    if state is not None:
+        check_resumable(state, cfg, list(prep.pre.feature_names_), rd)
         try:
             model.load_state_dict(state["model_state"], strict=True)
         except RuntimeError as exc:
-            raise ckpt.CheckpointError(f"{rd / PHASES[max(done)].checkpoint} does not match this data and config: "
+            raise ckpt.CheckpointError(f"{rd / state['file']} does not match this data and config: "
                                        f"{str(exc).splitlines()[0]}") from None
     meta = {"features": list(prep.pre.feature_names_), "covariates": list(prep.pre.input_columns_),
             "n_treatments": prep.n_treatments, "n_classes": prep.n_classes,
             "outcome_type": prep.outcome_type, "data": data.name}
+    imputed = {c: n for c, n in missing.items()} if cfg.data.impute else {}
     logger = RunLogger(None)
     if rd is not None:
+        if overwrite and not resume and is_run_dir(rd):
+            shutil.rmtree(rd)
         rd.mkdir(parents=True, exist_ok=True)
+        ckpt.remove_stale_temporaries(rd)
         dump_config(cfg, rd / "config.yaml")
         (rd / "env.json").write_text(json.dumps(environment(cfg, device), indent=2))
         (rd / PREPROCESS_FILE).write_text(json.dumps(prep.to_dict(), indent=2))
         (rd / SPLITS_FILE).write_text(json.dumps({k: v.tolist() for k, v in splits.items()}))
         logger = RunLogger(rd, cfg.log.tensorboard, cfg.log.wandb, cfg.log.wandb_project,
                            cfg.log.wandb_mode, cfg.to_dict())
+        if resume and logger.tb is not None:
+            # Drop the events logged after the saved state; the resumed run logs them again.
+            from torch.utils.tensorboard import SummaryWriter
+
+            logger.tb.close()
+            logger.tb = SummaryWriter(log_dir=str(rd / "tb"),
+                                      purge_step=int(state.get("global_step", 0)) if state else 0)
+        if imputed:
+            logger.text("data/imputed", json.dumps(imputed))
     bar = _progress_factory() if progress else None
     trainer = Trainer(model, cfg, to_split(prep, data, splits["train"], device),
                       to_split(prep, data, splits["val"], device), rd, logger, meta, bar)
+    if state is None:
+        phases = tuple(PHASES)
+    elif state.get("done"):
+        phases = tuple(n for n in PHASES if n > int(state["phase"]))
+    else:
+        phases = tuple(n for n in PHASES if n >= int(state["phase"]))
     t0 = time.perf_counter()
     try:
-        trainer.fit(tuple(n for n in PHASES if n > max(done, default=0)))
+        trainer.fit(phases, resume=state)
     finally:
         logger.close()
     fit_seconds = time.perf_counter() - t0
     model.eval()
-    trained = tuple(sorted(set(done) | set(trainer.results)))
+    trained = tuple(n for n in PHASES if n in trainer.results or (rd is not None and (rd / PHASES[n].checkpoint).is_file()))
     run = Run(cfg, model, prep, splits, data, rd, trainer, trained)
+    run.imputed = imputed  # type: ignore[attr-defined]
     if rd is not None:
-        history = {str(k): v.history for k, v in trainer.results.items()}
-        (rd / "history.json").write_text(json.dumps({"phases": history, "time_fit_s": fit_seconds}, indent=2))
+        history = {str(k): v.history for k, v in sorted(trainer.results.items())}
+        (rd / "history.json").write_text(json.dumps({"phases": history, "imputed": imputed,
+                                                     "skipped_batches": {str(k): v.skipped for k, v in
+                                                                         sorted(trainer.results.items())},
+                                                     "time_fit_s": fit_seconds}, indent=2))
     run.fit_seconds = fit_seconds  # type: ignore[attr-defined]
     return run
+
+
+def check_compatible(run: Run, data: CausalData, where: str) -> None:
+    """Data to evaluate a trained run on must have its covariates, treatments and outcome type.
+
+    Raises:
+        DataError: naming the first mismatch and the run directory.
+    """
+    rd = run.run_dir or "the trained model"
+    missing = [c for c in run.prep.pre.input_columns_ if c not in data.X.columns]
+    if missing:
+        raise DataError(f"{where}: missing covariate column(s) {', '.join(missing[:8])} that {rd} was trained on")
+    if data.n_treatments != run.prep.n_treatments:
+        raise DataError(f"{where} has {data.n_treatments} treatment groups; {rd} was trained with "
+                        f"{run.prep.n_treatments}")
+    if data.outcome_type != run.prep.outcome_type:
+        raise DataError(f"{where} has a {data.outcome_type} outcome; {rd} was trained on a "
+                        f"{run.prep.outcome_type} one")
+    if run.splits is not None:
+        top = max((int(np.max(v)) for v in run.splits.values() if len(v)), default=-1)
+        if top >= data.n:
+            raise DataError(f"{where} has {data.n} rows but the split saved in {rd} indexes row {top}; "
+                            "pass --data to evaluate on other data")
 
 
 def load_run(run_dir: str | Path, device: str = "auto") -> Run:

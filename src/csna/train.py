@@ -7,6 +7,7 @@ Shape alphabet: B batch, p features, K treatments, n gateable blocks.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +17,12 @@ import torch
 from torch import nn
 
 from . import losses as L
-from .checkpoint import FORMAT, atomic_save
+from .checkpoint import FORMAT, LATEST, CheckpointError, atomic_save, rng_state, set_rng_state
 from .config import Config, PhaseConfig
 from .logger import RunLogger
 from .model import CSNAModel
 from .phases import PHASES, get_phase, lambda_factor, lr_factor, warmup_steps
+from .resume import TrainingInterrupted, signals_saved, test_hook
 
 
 class TrainingError(RuntimeError):
@@ -58,6 +60,12 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
+
+
+def phase_seed(seed: int, n: int) -> int:
+    """Every RNG is reseeded at the start of each phase, so a phase depends only on the
+    model it starts from, the seed and its number (a phase checkpoint is a resume point)."""
+    return seed * 10 + n
 
 
 def set_trainable(model: CSNAModel, groups: tuple[str, ...]) -> list[nn.Parameter]:
@@ -118,7 +126,14 @@ def compute_parts(model: CSNAModel, out, batch: Split, phase_n: int, lambdas: di
 
 
 class Trainer:
-    """Runs the phases on prepared tensors and writes phase checkpoints to ``run_dir``."""
+    """Runs the phases on prepared tensors and writes phase checkpoints to ``run_dir``.
+
+    With a run directory, the whole training state (model, optimizer, schedulers, position in
+    the data, best-validation state, history, every RNG state) is written to ``latest.pt``
+    every ``train.checkpoint_every`` steps and at every epoch end, so a killed run resumes
+    exactly where it stopped (``fit(resume=state)``). SIGINT/SIGTERM save that state and raise
+    ``TrainingInterrupted``.
+    """
 
     def __init__(self, model: CSNAModel, cfg: Config, train: Split, val: Split,
                  run_dir: Path | None = None, logger: RunLogger | None = None,
@@ -132,14 +147,40 @@ class Trainer:
                      "binary" if model.n_classes == 2 else "continuous")
         self.global_step = 0
         self.results: dict[int, PhaseResult] = {}
+        self._signal: int | None = None
+        self._hook = test_hook()
 
     # ------------------------------------------------------------------ phases
-    def fit(self, phases: tuple[int, ...] = (1, 2, 3, 4)) -> dict[int, PhaseResult]:
-        for n in phases:
-            if self.cfg.phase(n).epochs <= 0:
-                continue
-            self.results[n] = self.run_phase(n) if n < 4 else self.run_meta_phase()
-            self.save_phase_checkpoint(n)
+    def fit(self, phases: tuple[int, ...] = (1, 2, 3, 4), resume: dict[str, Any] | None = None
+            ) -> dict[int, PhaseResult]:
+        """Train ``phases`` in order.
+
+        Args:
+            phases: the phase numbers to run.
+            resume: a state read from ``latest.pt`` or a phase checkpoint (``checkpoint.load``);
+                its results and global step are taken over, and if it is a mid-phase state of
+                the first phase in ``phases``, that phase continues from it. The model must
+                already hold the state's ``model_state``.
+        """
+        if resume is not None:
+            try:
+                self.global_step = int(resume.get("global_step", 0))
+                self.results = {int(k): PhaseResult(**v) for k, v in (resume.get("results") or {}).items()}
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"the saved training state in {self.run_dir} is not one this csna "
+                                      f"version reads: {exc}") from None
+        with signals_saved(self):
+            for n in phases:
+                if self.cfg.phase(n).epochs <= 0:
+                    continue
+                state = resume if (resume is not None and resume.get("kind") == "latest"
+                                   and int(resume["phase"]) == n and not resume.get("done")) else None
+                self.results[n] = self.run_phase(n, state) if n < 4 else self.run_meta_phase(state)
+                self.save_phase_checkpoint(n)
+                self._hook(n, "end")
+                self._save_latest(n, None, done=True)
+                if self._signal is not None:
+                    raise TrainingInterrupted(self._signal, n, 0, self.run_dir)
         return self.results
 
     def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
@@ -149,7 +190,72 @@ class Trainer:
         return torch.optim.AdamW(params, lr=lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay,
                                  fused=fused or None)
 
-    def run_phase(self, n: int) -> PhaseResult:
+    def _start(self, n: int, state: dict[str, Any] | None, fresh: dict[str, Any], objects: dict[str, Any]
+               ) -> dict[str, Any]:
+        """The progress of phase ``n``: fresh (and every RNG seeded for the phase), or taken
+        from a saved mid-phase ``state`` with the optimizer, schedulers and RNGs restored."""
+        if state is None:
+            set_seed(phase_seed(self.cfg.train.seed, n))
+            return fresh
+        try:
+            for name, obj in objects.items():
+                if obj is not None and name != "generator" and state.get(name) is not None:
+                    obj.load_state_dict(state[name])
+            if objects.get("generator") is not None and state.get("generator_state") is not None:
+                objects["generator"].set_state(state["generator_state"])
+            set_rng_state(state["rng"])
+            return dict(state["progress"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{self.run_dir / LATEST} does not match this config (phase {n}): "
+                                  f"{first[:200]}") from None
+
+    def _after_step(self, n: int, st: dict[str, Any], objects: dict[str, Any]) -> None:
+        """Latest-state checkpoint every ``train.checkpoint_every`` steps; stop on a signal."""
+        every = self.cfg.train.checkpoint_every
+        if every > 0 and st["step"] % every == 0:
+            self._save_latest(n, st, objects)
+        self._hook(n, st["step"])
+        if self._signal is not None:
+            self._save_latest(n, st, objects)
+            raise TrainingInterrupted(self._signal, n, st["step"], self.run_dir)
+
+    def _save_latest(self, n: int, st: dict[str, Any] | None, objects: dict[str, Any] | None = None,
+                     done: bool = False) -> None:
+        if self.run_dir is None:
+            return
+        objects = objects or {}
+        gen = objects.get("generator")
+        atomic_save({
+            "format": FORMAT,
+            "kind": "latest",
+            "phase": n,
+            "done": done,
+            "global_step": self.global_step,
+            "results": {k: dataclasses.asdict(v) for k, v in self.results.items()},
+            "progress": st,
+            "optimizer": objects["optimizer"].state_dict() if objects.get("optimizer") else None,
+            "scheduler": objects["scheduler"].state_dict() if objects.get("scheduler") else None,
+            "plateau": objects["plateau"].state_dict() if objects.get("plateau") else None,
+            "generator_state": gen.get_state() if gen is not None else None,
+            "rng": rng_state(),
+            "model_state": self.model.state_dict(),
+            "config": self.cfg.to_dict(),
+            "meta": self.meta,
+        }, self.run_dir / LATEST)
+
+    def _skip(self, n: int, st: dict[str, Any], epoch: int) -> None:
+        """Count a non-finite batch; too many in a row end training with a clear error."""
+        st["skipped"] += 1
+        st["consecutive"] += 1
+        self.logger.scalar("train/skipped_batches", st["skipped"], self.global_step)
+        if st["consecutive"] >= self.cfg.train.max_bad_batches:
+            raise TrainingError(
+                f"phase {n}, epoch {epoch + 1}: {st['consecutive']} non-finite batches in a row; "
+                "the last good checkpoint is kept"
+            )
+
+    def run_phase(self, n: int, resume: dict[str, Any] | None = None) -> PhaseResult:
         """Phases 1–3: supervised training of the modules the registry names."""
         ph, pc = get_phase(n), self.cfg.phase(n)
         model, cfg = self.model, self.cfg
@@ -166,29 +272,38 @@ class Trainer:
         plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2)
                    if pc.scheduler == "plateau" else None)
         theta_from = (int(pc.theta_learnable_from * total) if n == 3 else None)
-        best_val, best_state, bad_epochs = math.inf, None, 0
-        skipped, consecutive, step = 0, 0, 0
+        drop = float(getattr(pc, "block_drop", 0.0)) if n == 3 else 0.0
+        gen = (torch.Generator(device=self.train.x.device).manual_seed(cfg.train.seed + 3)
+               if drop > 0 else None)
+        objects = {"optimizer": opt, "scheduler": sched, "plateau": plateau, "generator": gen}
+        st = self._start(n, resume, {
+            "epoch": 0, "batch": 0, "step": 0, "best_val": math.inf, "best_state": None, "bad_epochs": 0,
+            "skipped": 0, "consecutive": 0, "history": [], "sums": {}, "count": 0, "prev_z": None,
+        }, objects)
+        if theta_from is not None and st["step"] > theta_from:
+            set_theta_learnable(model, True)
         probe = self.train.x[: min(256, len(self.train))]
-        prev_z = None
-        history: list[dict[str, float]] = []
-        epoch = 0
+        epoch = st["epoch"]
         bar = self.progress(total, f"phase {n}") if self.progress else None
-        for epoch in range(pc.epochs):
+        for epoch in range(st["epoch"], pc.epochs):
             model.train()
-            sums: dict[str, float] = {}
-            count = 0
-            for idx in batch_order(len(self.train), cfg.train.batch_size,
-                                   cfg.train.seed * 1000 + n * 100 + epoch, self.train.x.device):
-                if cfg.train.max_steps and step >= cfg.train.max_steps:
+            order = batch_order(len(self.train), cfg.train.batch_size,
+                                cfg.train.seed * 1000 + n * 100 + epoch, self.train.x.device)
+            for b in range(st["batch"], len(order)):
+                if cfg.train.max_steps and st["step"] >= cfg.train.max_steps:
                     break
+                step = st["step"]
                 if theta_from is not None and step == theta_from:
                     # θ0 and w are already in the optimizer; AdamW skips them while their grad is
                     # None (frozen), and updates them from here on (seed §V Phase 3).
                     set_theta_learnable(model, True)
-                batch = self.train.rows(idx)
+                batch = self.train.rows(order[b])
                 lam = {k: getattr(pc, f"lambda_{k}") * lambda_factor(step, warm, pc.lambda_schedule)
                        for k in ("causal", "geometric", "dc", "dis", "stable")}
-                out = model(batch.x, depth=ph.depth)
+                if drop > 0:  # stochastic depth: the backbone learns to do without skipped blocks
+                    out = model(batch.x, depth=ph.depth, gate_mode="drop", generator=gen, drop_rate=drop)
+                else:
+                    out = model(batch.x, depth=ph.depth)
                 parts = compute_parts(model, out, batch, n, lam, step, getattr(pc, "stable_every", 1))
                 total_loss, reg = L.total_loss(parts, lam)
                 prop_loss = nn.functional.cross_entropy(out.prop_logits, batch.t)
@@ -200,72 +315,68 @@ class Trainer:
                     gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
                     ok = bool(torch.isfinite(gnorm))
                 if not ok:
-                    skipped += 1
-                    consecutive += 1
                     opt.zero_grad(set_to_none=True)
-                    self.logger.scalar("train/skipped_batches", skipped, self.global_step)
-                    if consecutive >= cfg.train.max_bad_batches:
-                        raise TrainingError(
-                            f"phase {n}, epoch {epoch + 1}: {consecutive} non-finite batches in a row; "
-                            "the last good phase checkpoint is kept"
-                        )
-                    step += 1
-                    self.global_step += 1
-                    sched.step()
-                    continue
-                consecutive = 0
-                opt.step()
+                    self._skip(n, st, epoch)
+                else:
+                    st["consecutive"] = 0
+                    opt.step()
+                    if self.kind == "continuous":
+                        self._update_sigma2(out.pred.detach(), batch)
+                    logs = {f"loss/{k}": float(v.detach()) for k, v in parts.items()}
+                    logs.update({"loss/total": float(total_loss.detach()), "loss/reg": float(reg.detach()),
+                                 "loss/propensity": float(prop_loss.detach()), "grad_norm": float(gnorm),
+                                 "lr": opt.param_groups[0]["lr"]})
+                    logs.update({f"lambda/{k}": v for k, v in lam.items()})
+                    self.logger.scalars(logs, self.global_step)
+                    for k, v in logs.items():
+                        st["sums"][k] = st["sums"].get(k, 0.0) + v
+                    st["count"] += 1
+                    if bar is not None:
+                        bar(float(total_loss))
                 sched.step()
-                if self.kind == "continuous":
-                    self._update_sigma2(out.pred.detach(), batch)
-                logs = {f"loss/{k}": float(v.detach()) for k, v in parts.items()}
-                logs.update({"loss/total": float(total_loss.detach()), "loss/reg": float(reg.detach()),
-                             "loss/propensity": float(prop_loss.detach()), "grad_norm": float(gnorm),
-                             "lr": opt.param_groups[0]["lr"]})
-                logs.update({f"lambda/{k}": v for k, v in lam.items()})
-                self.logger.scalars(logs, self.global_step)
-                for k, v in logs.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
-                step += 1
+                st["step"] += 1
+                st["batch"] = b + 1
                 self.global_step += 1
-                if bar is not None:
-                    bar(float(total_loss))
+                self._after_step(n, st, objects)
             val = self.validation_loss(ph.depth)
-            rec = {k: v / max(count, 1) for k, v in sums.items() if k.startswith("loss/")}
-            rec.update({"epoch": epoch + 1, "val/task": val, "skipped": skipped})
+            rec = {k: v / max(st["count"], 1) for k, v in st["sums"].items() if k.startswith("loss/")}
+            rec.update({"epoch": epoch + 1, "val/task": val, "skipped": st["skipped"]})
             if model.n_blocks:
                 from .metrics import graph_connectivity
                 rec["graph_connectivity"] = graph_connectivity(model.lattice.adjacency().detach().cpu().numpy())
-            history.append(rec)
-            self.logger.scalars({"val/task": val, "graph/connectivity": rec.get("graph_connectivity", 0.0)},
-                                self.global_step)
+            st["history"].append(rec)
+            self.logger.scalars({"val/task": val, "graph/connectivity": rec.get("graph_connectivity", 0.0),
+                                 "train/skipped_batches": st["skipped"]}, self.global_step)
             if plateau is not None:
                 plateau.step(val)
-            if val < best_val - 1e-6:
-                best_val, bad_epochs = val, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if val < st["best_val"] - 1e-6:
+                st["best_val"], st["bad_epochs"] = val, 0
+                st["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
-                bad_epochs += 1
-            if cfg.train.max_steps and step >= cfg.train.max_steps:
-                break
-            if pc.early_stopping_patience and bad_epochs >= pc.early_stopping_patience and epoch + 1 >= pc.min_epochs:
-                break
-            if n == 1:
+                st["bad_epochs"] += 1
+            stop = bool(cfg.train.max_steps and st["step"] >= cfg.train.max_steps)
+            stop = stop or bool(pc.early_stopping_patience and st["bad_epochs"] >= pc.early_stopping_patience
+                                and epoch + 1 >= pc.min_epochs)
+            if n == 1 and not stop:
                 z_stats = self._z_stats(probe)
-                if prev_z is not None and epoch + 1 >= pc.min_epochs:
-                    change = max(float((a - b).norm() / (b.norm() + 1e-8)) for a, b in zip(z_stats, prev_z))
+                if st["prev_z"] is not None and epoch + 1 >= pc.min_epochs:
+                    change = max(float((a - b_).norm() / (b_.norm() + 1e-8)) for a, b_ in zip(z_stats, st["prev_z"]))
                     rec["z_change"] = change
-                    if change < getattr(pc, "z_tolerance", 0.0):
-                        break
-                prev_z = z_stats
+                    stop = change < getattr(pc, "z_tolerance", 0.0)
+                st["prev_z"] = list(z_stats)
+            st.update(epoch=epoch + 1, batch=0, sums={}, count=0)
+            if stop or epoch + 1 >= pc.epochs:
+                break
+            self._save_latest(n, st, objects)  # epoch end
+            if self._signal is not None:
+                raise TrainingInterrupted(self._signal, n, st["step"], self.run_dir)
         if bar is not None:
             bar(None)
-        if best_state is not None:
-            model.load_state_dict(best_state)
-        return PhaseResult(n, epoch + 1, step, best_val, skipped, history)
+        if st["best_state"] is not None:
+            model.load_state_dict(st["best_state"])
+        return PhaseResult(n, epoch + 1, st["step"], st["best_val"], st["skipped"], st["history"])
 
-    def run_meta_phase(self) -> PhaseResult:
+    def run_meta_phase(self, resume: dict[str, Any] | None = None) -> PhaseResult:
         """Phase 4: actor-critic training of the Meta Utility Layer (design §3.5)."""
         pc = self.cfg.phase4
         model, cfg = self.model, self.cfg
@@ -289,85 +400,97 @@ class Trainer:
         total = steps_per_epoch * pc.epochs
         warm = warmup_steps(pc.warmup_steps, total, pc.warmup_max_fraction)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warm, total, pc.scheduler))
-        step, skipped, consecutive = 0, 0, 0
-        best_val, best_state = -math.inf, None
-        history: list[dict[str, float]] = []
+        objects = {"optimizer": opt, "scheduler": sched, "generator": gen}
+        st = self._start(4, resume, {
+            "epoch": 0, "batch": 0, "step": 0, "best_val": -math.inf, "best_state": None,
+            "skipped": 0, "consecutive": 0, "history": [], "sums": {}, "count": 0, "u_epoch": [],
+        }, objects)
         bar = self.progress(total, "phase 4") if self.progress else None
         all_params = [p for g in groups_ for p in g["params"]]
-        epoch = 0
-        for epoch in range(pc.epochs):
+        epoch = st["epoch"]
+        for epoch in range(st["epoch"], pc.epochs):
             model.train()
-            sums: dict[str, float] = {}
-            count = 0
-            u_epoch = []
-            for idx in batch_order(len(self.train), cfg.train.batch_size,
-                                   cfg.train.seed * 1000 + 400 + epoch, self.train.x.device):
-                if cfg.train.max_steps and step >= cfg.train.max_steps:
+            order = batch_order(len(self.train), cfg.train.batch_size,
+                                cfg.train.seed * 1000 + 400 + epoch, self.train.x.device)
+            for b in range(st["batch"], len(order)):
+                if cfg.train.max_steps and st["step"] >= cfg.train.max_steps:
                     break
-                batch = self.train.rows(idx)
-                out = model(batch.x, depth=3, gate_mode="sample", generator=gen)
-                per_sample = L.task_loss(out.pred, batch.y, batch.t, self.kind, reduction="none")  # (B,)
-                r = L.reward(per_sample.detach(), out.gates, costs, pc.eta)  # (B,)
-                v = model.utility.value(out.z.detach())  # (B,)
-                adv = L.advantage(r, v)
-                loss = L.actor_loss(out.u, out.gates, adv, pc.entropy_beta) + L.critic_loss(v, r)
-                logs = {"rl/reward": float(r.mean()), "rl/value": float(v.mean()),
-                        "rl/gate_rate": float(out.gates.mean()), "rl/compute": float((out.gates * costs).sum(1).mean())}
-                if pc.finetune_backbone:
-                    lam = {k: getattr(pc, f"lambda_{k}") for k in ("causal", "geometric", "dc", "dis", "stable")}
-                    parts = compute_parts(model, out, batch, 4, lam, step, pc.stable_every)
-                    total_loss, _ = L.total_loss(parts, lam)
-                    loss = loss + total_loss
-                    logs["loss/total"] = float(total_loss)
-                ok = bool(torch.isfinite(loss))
+                step = st["step"]
+                batch = self.train.rows(order[b])
+                # Non-finite inputs are skipped before the forward: NaN utilities cannot be sampled.
+                ok = bool(torch.isfinite(batch.x).all())
+                if ok:
+                    loss, logs, out = self._meta_loss(batch, gen, costs, step)
+                    ok = bool(torch.isfinite(loss))
                 if ok:
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     gnorm = torch.nn.utils.clip_grad_norm_(all_params, cfg.train.grad_clip)
                     ok = bool(torch.isfinite(gnorm))
                 if not ok:
-                    skipped += 1
-                    consecutive += 1
                     opt.zero_grad(set_to_none=True)
-                    if consecutive >= cfg.train.max_bad_batches:
-                        raise TrainingError(f"phase 4, epoch {epoch + 1}: {consecutive} non-finite batches in a row")
-                    step += 1
-                    self.global_step += 1
-                    sched.step()
-                    continue
-                consecutive = 0
-                opt.step()
+                    self._skip(4, st, epoch)
+                else:
+                    st["consecutive"] = 0
+                    opt.step()
+                    logs["grad_norm"] = float(gnorm)
+                    logs["lr"] = opt.param_groups[0]["lr"]
+                    self.logger.scalars(logs, self.global_step)
+                    st["u_epoch"].append(out.u.detach())
+                    for k, val in logs.items():
+                        st["sums"][k] = st["sums"].get(k, 0.0) + val
+                    st["count"] += 1
+                    if bar is not None:
+                        bar(logs["rl/reward"])
                 sched.step()
-                logs["grad_norm"] = float(gnorm)
-                logs["lr"] = opt.param_groups[0]["lr"]
-                self.logger.scalars(logs, self.global_step)
-                u_epoch.append(out.u.detach())
-                for k, val in logs.items():
-                    sums[k] = sums.get(k, 0.0) + val
-                count += 1
-                step += 1
+                st["step"] += 1
+                st["batch"] = b + 1
                 self.global_step += 1
-                if bar is not None:
-                    bar(logs["rl/reward"])
-            if u_epoch:
-                u_all = torch.cat(u_epoch)  # (N, n)
+                self._after_step(4, st, objects)
+            if st["u_epoch"]:
+                u_all = torch.cat(st["u_epoch"])  # (N, n)
                 for i, (name, _) in enumerate(model.blocks()):
                     self.logger.histogram(f"utility/{name}", u_all[:, i], self.global_step)
             val_reward = self.validation_reward(costs, pc.eta)
-            rec = {k: v / max(count, 1) for k, v in sums.items()}
-            rec.update({"epoch": epoch + 1, "val/reward": val_reward})
-            history.append(rec)
-            self.logger.scalars({"val/reward": val_reward}, self.global_step)
-            if val_reward > best_val + 1e-6:
-                best_val = val_reward
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if cfg.train.max_steps and step >= cfg.train.max_steps:
+            rec = {k: v / max(st["count"], 1) for k, v in st["sums"].items()}
+            rec.update({"epoch": epoch + 1, "val/reward": val_reward, "skipped": st["skipped"]})
+            st["history"].append(rec)
+            self.logger.scalars({"val/reward": val_reward, "train/skipped_batches": st["skipped"]},
+                                self.global_step)
+            if val_reward > st["best_val"] + 1e-6:
+                st["best_val"] = val_reward
+                st["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            st.update(epoch=epoch + 1, batch=0, sums={}, count=0, u_epoch=[])
+            if (cfg.train.max_steps and st["step"] >= cfg.train.max_steps) or epoch + 1 >= pc.epochs:
                 break
+            self._save_latest(4, st, objects)  # epoch end
+            if self._signal is not None:
+                raise TrainingInterrupted(self._signal, 4, st["step"], self.run_dir)
         if bar is not None:
             bar(None)
-        if best_state is not None:
-            model.load_state_dict(best_state)
-        return PhaseResult(4, epoch + 1, step, best_val, skipped, history)
+        if st["best_state"] is not None:
+            model.load_state_dict(st["best_state"])
+        return PhaseResult(4, epoch + 1, st["step"], st["best_val"], st["skipped"], st["history"])
+
+    def _meta_loss(self, batch: Split, gen: torch.Generator, costs: torch.Tensor, step: int
+                   ) -> tuple[torch.Tensor, dict[str, float], Any]:
+        """Actor-critic loss of one phase-4 batch (plus L_total when fine-tuning the backbone)."""
+        pc, model = self.cfg.phase4, self.model
+        out = model(batch.x, depth=3, gate_mode="sample", generator=gen)
+        per_sample = L.task_loss(out.pred, batch.y, batch.t, self.kind, reduction="none")  # (B,)
+        r = L.reward(per_sample.detach(), out.gates, costs, pc.eta)  # (B,)
+        v = model.utility.value(out.z.detach())  # (B,)
+        adv = L.advantage(r, v)
+        loss = L.actor_loss(out.u, out.gates, adv, pc.entropy_beta) + L.critic_loss(v, r)
+        logs = {"rl/reward": float(r.detach().mean()), "rl/value": float(v.detach().mean()),
+                "rl/gate_rate": float(out.gates.mean()), "rl/compute": float((out.gates * costs).sum(1).mean())}
+        if pc.finetune_backbone:
+            lam = {k: getattr(pc, f"lambda_{k}") for k in ("causal", "geometric", "dc", "dis", "stable")}
+            parts = compute_parts(model, out, batch, 4, lam, step, pc.stable_every)
+            total_loss, _ = L.total_loss(parts, lam)
+            loss = loss + total_loss
+            logs["loss/total"] = float(total_loss.detach())
+        return loss, logs, out
 
     # ----------------------------------------------------------------- helpers
     @torch.no_grad()
@@ -415,6 +538,12 @@ class Trainer:
             "meta": self.meta,
             "result": {"epochs": res.epochs, "steps": res.steps, "best_val": res.best_val,
                        "skipped": res.skipped} if res else {},
+            # A phase checkpoint is also a resume point: the next phase reseeds every RNG.
+            "kind": "phase",
+            "done": True,
+            "global_step": self.global_step,
+            "results": {k: dataclasses.asdict(v) for k, v in self.results.items()},
+            "rng": rng_state(),
         }
         atomic_save(payload, self.run_dir / ph.checkpoint)
 

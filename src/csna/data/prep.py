@@ -133,7 +133,11 @@ class Preprocessor:
                 out[rows, j + codes[rows]] = 1.0
                 j += len(s["categories"])
             else:
-                values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+                try:
+                    values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+                except (TypeError, ValueError):
+                    raise DataError(f"column '{s['name']}' must be numeric as in training, "
+                                    f"got dtype {col.dtype}") from None
                 out[:, j] = (values - s["shift"]) / s["scale"]
                 j += 1
         return out

@@ -101,7 +101,14 @@ def _check_covariates(X: pd.DataFrame, where: str) -> None:
     for name in X.columns:
         bad = _nonfinite_count(X[name])
         if bad:
-            raise DataError(f"covariate '{name}' has {bad} NaN/Inf values in {where}")
+            col = X[name]
+            if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+                mask = ~np.isfinite(col.to_numpy(dtype=np.float64, na_value=np.nan))
+            else:
+                mask = col.isna().to_numpy()
+            first = int(np.flatnonzero(mask)[0])
+            raise DataError(f"covariate '{name}' has {bad} NaN/Inf values in {where} (first at data row {first + 1}); "
+                            "use --impute (config key data.impute) to fill them with training medians")
 
 
 def _check_treatment(T: np.ndarray, where: str, column: str = "treatment") -> int:
@@ -126,25 +133,47 @@ def _check_outcome(Y: np.ndarray, where: str, column: str = "outcome") -> None:
     Y = np.asarray(Y)
     if not np.issubdtype(Y.dtype, np.number) and Y.dtype != bool:
         raise DataError(f"outcome '{column}' in {where} must be numeric, got dtype {Y.dtype}")
-    bad = int(np.count_nonzero(~np.isfinite(Y.astype(np.float64))))
+    finite = np.isfinite(Y.astype(np.float64))
+    bad = int(np.count_nonzero(~finite))
     if bad:
-        raise DataError(f"outcome '{column}' in {where} has {bad} NaN/Inf values")
+        first = int(np.flatnonzero(~finite)[0])
+        raise DataError(f"outcome '{column}' in {where} has {bad} NaN/Inf values (first at data row {first + 1})")
 
 
-def validate(data: CausalData) -> None:
+def _check_classes(Y: np.ndarray, outcome_type: str, where: str, column: str = "outcome") -> None:
+    """An outcome that takes one value only cannot be learned: one class of a classification
+    outcome, or a constant continuous one."""
+    values = np.unique(np.asarray(Y))
+    if len(values) >= 2:
+        return
+    if outcome_type == "continuous":
+        raise DataError(f"outcome '{column}' in {where} is constant ({values.tolist()}); nothing to learn")
+    raise DataError(f"{outcome_type} outcome '{column}' in {where} has one class only ({values.tolist()}); "
+                    "a classifier needs at least two")
+
+
+def validate(data: CausalData, allow_missing: bool = False) -> None:
     """Checks covariates, treatment and outcome of any `CausalData`.
+
+    Args:
+        allow_missing: accept NaN/Inf covariates (they are imputed later).
 
     Raises:
         DataError: on mismatched lengths, NaN/Inf covariates or outcomes, treatment
-            values that are not 0..K-1 with K = data.n_treatments, or one group only.
+            values that are not 0..K-1 with K = data.n_treatments, one group only, or an
+            outcome with a single value (one class).
     """
     where = f"'{data.name}'"
     if not (len(data.X) == len(data.T) == len(data.Y)):
         raise DataError(f"lengths differ in {where}: X {len(data.X)}, T {len(data.T)}, Y {len(data.Y)}")
     if data.outcome_type not in OUTCOME_TYPES:
         raise DataError(f"outcome_type '{data.outcome_type}' of {where} is not one of {OUTCOME_TYPES}")
-    _check_covariates(data.X, where)
+    if len(data.T) == 0:
+        raise DataError(f"{where} has no rows")
+    if not allow_missing:
+        _check_covariates(data.X, where)
     _check_outcome(data.Y, where)
+    _check_classes(data.Y, data.outcome_type, where)
     k = _check_treatment(data.T, where)
     if k != data.n_treatments:
         raise DataError(f"treatment in {where} takes {k} values but n_treatments is {data.n_treatments}")
@@ -186,7 +215,7 @@ def _infer_outcome_type(y: pd.Series) -> str:
 
 
 def load_table(path, *, treatment: str, outcome: str, covariates: list[str] | None = None,
-               outcome_type: str = "auto") -> CausalData:
+               outcome_type: str = "auto", impute: bool = False) -> CausalData:
     """Loads a CSV or Parquet table (chosen by extension) as `CausalData`.
 
     String, categorical and bool covariates are kept as they are; `Preprocessor`
@@ -199,6 +228,8 @@ def load_table(path, *, treatment: str, outcome: str, covariates: list[str] | No
         covariates: covariate column names; default every column but treatment and outcome.
         outcome_type: "auto" (integers {0, 1} -> binary, else continuous), or one of
             "continuous", "binary", "multiclass".
+        impute: accept NaN/Inf covariates, to be filled later with training medians
+            (``runner.fit_preparation``); otherwise they are an error.
 
     Returns:
         CausalData with X (n, p), T (n,) int64, Y (n,) float32 or int64, mu None.
@@ -221,7 +252,8 @@ def load_table(path, *, treatment: str, outcome: str, covariates: list[str] | No
         raise DataError(f"no covariate columns in {path}")
 
     X = df[list(covariates)].reset_index(drop=True)
-    _check_covariates(X, str(path))
+    if not impute:
+        _check_covariates(X, str(path))
     t_raw = df[treatment]
     if t_raw.isna().any():
         raise DataError(f"treatment '{treatment}' in {path} has {int(t_raw.isna().sum())} NaN values")
@@ -243,6 +275,7 @@ def load_table(path, *, treatment: str, outcome: str, covariates: list[str] | No
         if outcome_type == "binary" and (y64 > 1).any():
             raise DataError(f"binary outcome '{outcome}' in {path} has values other than 0 and 1")
         Y = y64.astype(np.int64)
+    _check_classes(Y, outcome_type, str(path), outcome)
 
     return CausalData(X=X, T=t_raw.to_numpy().astype(np.int64), Y=Y, mu=None,
                       outcome_type=outcome_type, n_treatments=k, name=path.name)

@@ -1,0 +1,106 @@
+"""Faults while training: a non-finite batch is skipped, counted and logged; a full disk
+during a checkpoint write keeps the previous checkpoint and ends in one line, exit 2."""
+
+import errno
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from csna import checkpoint as ckpt
+from csna.cli import main
+from csna.config import load_config
+from csna.runner import build_model, fit_preparation, load_data, split_data, to_split
+from csna.train import Trainer, TrainingError, batch_order
+
+TINY = ["phase1.epochs=2", "phase1.min_epochs=1", "phase2.epochs=1", "phase3.epochs=1", "phase4.epochs=1",
+        "train.threads=1", "log.tensorboard=false"]
+
+
+class Recorder:
+    """A RunLogger stand-in that keeps every scalar."""
+
+    def __init__(self):
+        self.scalars_ = []
+
+    def scalar(self, tag, value, step):
+        self.scalars_.append((tag, float(value), step))
+
+    def scalars(self, values, step):
+        for k, v in values.items():
+            self.scalar(k, v, step)
+
+    def histogram(self, *a):
+        pass
+
+    def text(self, *a):
+        pass
+
+    def close(self):
+        pass
+
+
+def _trainer(overrides, poison_rows=()):
+    cfg = load_config(None, TINY + overrides)
+    torch.set_num_threads(cfg.train.threads)  # as train_run does
+    data = load_data(cfg)
+    splits = split_data(cfg, data)
+    prep = fit_preparation(cfg, data, splits["train"])
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(prep, cfg, torch.device("cpu"))
+    train = to_split(prep, data, splits["train"], torch.device("cpu"))
+    train.x[list(poison_rows), 0] = float("nan")  # a corrupted feature in these training rows
+    val = to_split(prep, data, splits["val"], torch.device("cpu"))
+    log = Recorder()
+    return Trainer(model, cfg, train, val, logger=log), log, cfg
+
+
+def _batches_hit(cfg, n, phase, epoch, rows):
+    order = batch_order(n, cfg.train.batch_size, cfg.train.seed * 1000 + phase * 100 + epoch, torch.device("cpu"))
+    return sum(bool(np.isin(b.numpy(), rows).any()) for b in order)
+
+
+def test_nan_batches_are_skipped_counted_and_logged():
+    rows = [300]  # outside phase 1's z-stability probe (the first 256 rows)
+    trainer, log, cfg = _trainer([], poison_rows=rows)
+    results = trainer.fit()
+    n = len(trainer.train)
+    for phase, res in results.items():
+        epochs = cfg.phase(phase).epochs
+        expected = sum(_batches_hit(cfg, n, phase if phase < 4 else 4, e, rows) for e in range(epochs))
+        assert res.skipped == expected == epochs, phase  # one poisoned batch per epoch
+        assert res.history[-1]["skipped"] == expected
+        assert np.isfinite(res.best_val)
+    skips = [v for tag, v, _ in log.scalars_ if tag == "train/skipped_batches"]
+    assert skips and max(skips) == 2  # phase 1 has two epochs
+    assert all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())  # NaN never reached a weight
+
+
+def test_too_many_bad_batches_in_a_row_stop_with_a_clear_error():
+    trainer, _, _ = _trainer(["train.max_bad_batches=3"], poison_rows=range(470))
+    with pytest.raises(TrainingError, match="3 non-finite batches in a row"):
+        trainer.fit((1,))
+
+
+def test_full_disk_during_training_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd):  # the disk fills up after two checkpoint writes (a file and a directory fsync each)
+        calls.append(fd)
+        if len(calls) > 4:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    rd = tmp_path / "run"
+    argv = ["train", "--out", str(rd), "--quiet", "--no-figures", "--set", "train.checkpoint_every=3"]
+    code = main(argv + [a for s in TINY for a in ("--set", s)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "No space left on device" in err and "latest.pt" in err and "unchanged" in err
+    state = ckpt.load(rd / ckpt.LATEST)  # the previous state: whole and readable
+    assert state["phase"] == 1 and state["progress"]["step"] == 6
+    assert not list(rd.glob(".*.tmp"))
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert main(["train", "--resume", str(rd), "--quiet", "--no-figures"]) == 0  # and it resumes
