@@ -121,21 +121,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _print_table(m: dict) -> None:
-    keys = ["sqrt_pehe_in", "sqrt_pehe_out", "eps_ate_in", "eps_ate_out", "ate_hat", "ate_true",
-            "rmse_out", "auc_out", "flops_reduction", "time_fit_s"]
+    keys = ["sqrt_pehe_in", "sqrt_pehe_out", "eps_ate_in", "eps_ate_out", "pearson_ite", "ate_hat", "ate_lo",
+            "ate_hi", "ate_true", "kl_do_true", "rmse_out", "auc_out", "graph_connectivity", "flops_reduction",
+            "sqrt_pehe_out_full", "axis_performance_pass", "axis_causal_kl_pass", "axis_compute_pass", "time_fit_s"]
     rows = [(k, m[k]) for k in keys if m.get(k) is not None]
     if not rows:
         return
     width = max(len(k) for k, _ in rows)
     print("-" * (width + 14))
     for k, v in rows:
-        print(f"{k:<{width}}  {v:>10.4f}" if isinstance(v, (int, float)) else f"{k:<{width}}  {v}")
+        if isinstance(v, bool):
+            print(f"{k:<{width}}  {'PASS' if v else 'FAIL':>10}")
+        else:
+            print(f"{k:<{width}}  {v:>10.4f}" if isinstance(v, (int, float)) else f"{k:<{width}}  {v}")
     print("-" * (width + 14))
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="csna", description="Causal structural neural architecture")
     sub = p.add_subparsers(dest="command", required=True)
+    from .bench.cli import add_subparser as add_bench
+
+    add_bench(sub)
 
     t = sub.add_parser("train", help="train the four phases and evaluate")
     t.add_argument("--config", help="YAML config file (any subset of configs/default.yaml)")

@@ -139,7 +139,7 @@ class CSNAModel(nn.Module):
                 return gated(fn, state, torch.bernoulli(keep, generator=generator))
             u = self.utility.utility(state, i)  # (B,)
             if gate_mode == "sample":
-                g = torch.bernoulli(u.detach(), generator=generator)
+                g = torch.bernoulli(u.detach().nan_to_num(1.0).clamp(0.0, 1.0), generator=generator)
             elif gate_mode == "hard":
                 g = (u >= 0.5).to(state.dtype)
             else:

@@ -405,6 +405,14 @@ class Trainer:
             "epoch": 0, "batch": 0, "step": 0, "best_val": -math.inf, "best_state": None,
             "skipped": 0, "consecutive": 0, "history": [], "sums": {}, "count": 0, "u_epoch": [],
         }, objects)
+        # Accuracy guard (issue 4): a controller is kept only if its gated validation loss stays
+        # within phase4.loss_tolerance of the same model with every block run. The starting
+        # controller runs every block, so it is the fallback when no epoch qualifies.
+        full_val = self.validation_loss(3)
+        limit = full_val * (1.0 + pc.loss_tolerance) if full_val >= 0 else full_val * (1.0 - pc.loss_tolerance)
+        if st["best_state"] is None and st["epoch"] == 0 and st["step"] == 0:
+            st["best_val"] = self.validation_reward(costs, pc.eta) if self.gated_validation_loss() <= limit else -math.inf
+            st["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         bar = self.progress(total, "phase 4") if self.progress else None
         all_params = [p for g in groups_ for p in g["params"]]
         epoch = st["epoch"]
@@ -452,12 +460,14 @@ class Trainer:
                 for i, (name, _) in enumerate(model.blocks()):
                     self.logger.histogram(f"utility/{name}", u_all[:, i], self.global_step)
             val_reward = self.validation_reward(costs, pc.eta)
+            val_loss = self.gated_validation_loss()
             rec = {k: v / max(st["count"], 1) for k, v in st["sums"].items()}
-            rec.update({"epoch": epoch + 1, "val/reward": val_reward, "skipped": st["skipped"]})
+            rec.update({"epoch": epoch + 1, "val/reward": val_reward, "val/task_gated": val_loss,
+                        "val/task_full": full_val, "skipped": st["skipped"]})
             st["history"].append(rec)
-            self.logger.scalars({"val/reward": val_reward, "train/skipped_batches": st["skipped"]},
-                                self.global_step)
-            if val_reward > st["best_val"] + 1e-6:
+            self.logger.scalars({"val/reward": val_reward, "val/task_gated": val_loss,
+                                 "train/skipped_batches": st["skipped"]}, self.global_step)
+            if val_loss <= limit and val_reward > st["best_val"] + 1e-6:
                 st["best_val"] = val_reward
                 st["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             st.update(epoch=epoch + 1, batch=0, sums={}, count=0, u_epoch=[])
@@ -513,6 +523,13 @@ class Trainer:
         counterfactual information is used)."""
         self.model.eval()
         out = self.model(self.val.x, depth=depth)
+        return float(L.task_loss(out.pred, self.val.y, self.val.t, self.kind))
+
+    @torch.no_grad()
+    def gated_validation_loss(self) -> float:
+        """Factual validation loss of the model as it will be used: hard gates."""
+        self.model.eval()
+        out = self.model(self.val.x, depth=3, gate_mode="hard")
         return float(L.task_loss(out.pred, self.val.y, self.val.t, self.kind))
 
     @torch.no_grad()

@@ -172,5 +172,6 @@ def synthetic(n: int = 2000, p: int = 25, seed: int = 0, *, k_latent: int = 8,
     return CausalData(
         X=pd.DataFrame(X, columns=columns, copy=False), T=T, Y=Y, mu=mu, outcome_type=outcome,
         n_treatments=n_treatments, name="synthetic", graph=params["graph"],
-        extra={"params": params, "order": params["order"], "latents": U, "propensity": prop},
+        extra={"params": params, "order": params["order"], "latents": U, "propensity": prop,
+               **({"noise_var": noise**2} if outcome == "continuous" else {})},
     )
