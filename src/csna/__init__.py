@@ -4,9 +4,10 @@ Public API: ``CSNAModel``, ``causal_rope_scores``, ``load_config``, ``csna.data`
 """
 
 from .config import Config, ConfigError, load_config
+from .estimator import CSNAEstimator
 from .model import CSNAModel
 from .nn.rope import causal_rope_scores
 
 __version__ = "0.1.0"
 
-__all__ = ["CSNAModel", "Config", "ConfigError", "causal_rope_scores", "load_config", "__version__"]
+__all__ = ["CSNAEstimator", "CSNAModel", "Config", "ConfigError", "causal_rope_scores", "load_config", "__version__"]

@@ -9,7 +9,37 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .data import DataError
 from .runner import Run
+
+
+def select_covariates(run: Run, X: pd.DataFrame, where: str = "the data") -> pd.DataFrame:
+    """The training covariate columns of ``X``, matched by name; other columns are ignored.
+
+    Raises:
+        DataError: naming every missing column, a numeric covariate of another dtype, or
+            the first covariate with NaN/Inf values that the run does not impute.
+    """
+    names = {str(c): c for c in X.columns}
+    wanted = list(run.prep.pre.input_columns_)
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise DataError(f"{where}: missing covariate column(s) {', '.join(missing)} used in training")
+    frame = X[[names[c] for c in wanted]]
+    frame.columns = wanted
+    numeric = set(run.prep.pre.feature_names_)  # a scaled column keeps its name; one-hot ones become "c=v"
+    for c in wanted:
+        if c not in numeric:
+            continue  # categories: NaN or unseen values encode as all zeros
+        col = frame[c]
+        if not pd.api.types.is_numeric_dtype(col):
+            raise DataError(f"{where}: column '{c}' must be numeric as in training, got dtype {col.dtype}")
+        if c in run.prep.impute:
+            continue  # the training median fills NaN/Inf (Prepared.features)
+        bad = ~np.isfinite(col.to_numpy(dtype=np.float64, na_value=np.nan))
+        if bad.any():
+            raise DataError(f"{where}: column '{c}' has {int(bad.sum())} missing or infinite value(s)")
+    return frame
 
 
 @torch.no_grad()
@@ -52,10 +82,17 @@ def predict_features(run: Run, x: np.ndarray, gates: bool = True, batch_size: in
     return res
 
 
-def predict_frame(run: Run, X: pd.DataFrame, gates: bool = True) -> pd.DataFrame:
+def predict_frame(run: Run, X: pd.DataFrame, gates: bool = True, where: str = "the data") -> pd.DataFrame:
     """The ``csna predict`` table: ``mu_0 … mu_{K−1}``, ``ite`` (mu_1 − mu_0 when K = 2,
-    else ``ite_t`` = mu_t − mu_0 for each t ≥ 1) and ``propensity_t`` columns."""
-    res = predict_features(run, run.prep.features(X), gates=gates)
+    else ``ite_t`` = mu_t − mu_0 for each t ≥ 1) and ``propensity_1`` (K = 2) or one
+    ``propensity_t`` per treatment; one row per row of ``X``, same index.
+
+    Args:
+        X: (n, ≥p) raw covariates; columns are matched by name (see ``select_covariates``)
+            and the training preprocessing is applied.
+        where: names the data in error messages (e.g. the file).
+    """
+    res = predict_features(run, run.prep.features(select_covariates(run, X, where)), gates=gates)
     mu, prop = res["mu"], res["propensity"]
     k = mu.shape[1]
     cols: dict[str, np.ndarray] = {f"mu_{t}": mu[:, t] for t in range(k)}
