@@ -21,18 +21,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from _common import parse_reps
+
 from csna.config import load_config
 from csna.data import synthetic
 from csna.report import evaluate_and_report
 from csna.runner import train_run
-
-
-def parse_reps(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.split(","):
-        a, _, b = part.partition("-")
-        out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    return out
 
 
 @torch.no_grad()

@@ -21,19 +21,13 @@ import warnings
 
 import numpy as np
 
+from _common import parse_reps
+
 from csna.config import load_config
 from csna.report import evaluate_and_report
 from csna.runner import train_run
 
 KEYS = ["sqrt_pehe_in", "sqrt_pehe_out", "eps_ate_in", "eps_ate_out", "sqrt_pehe_out_full", "flops_reduction"]
-
-
-def parse_reps(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.split(","):
-        a, _, b = part.partition("-")
-        out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    return out
 
 
 def main() -> None:

@@ -1,0 +1,10 @@
+"""Helpers shared by the benchmark scripts."""
+
+
+def parse_reps(text: str) -> list[int]:
+    """'0-9' → [0, …, 9]; '0,3,5-6' → [0, 3, 5, 6]."""
+    out: list[int] = []
+    for part in text.split(","):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    return out
