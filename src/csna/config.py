@@ -99,7 +99,7 @@ class Phase3Config(PhaseConfig):
     lambda_stable: float = 0.3
     theta_learnable_from: float = 0.5  # fraction of the phase after which θ0, w train
     stable_every: int = 1  # compute L_Stable every N steps (scaled by N when on)
-    block_drop: float = 0.0  # stochastic depth: per-sample probability of skipping a block
+    block_drop: float = 0.3  # stochastic depth: per-sample probability of skipping a block, so the backbone works with the blocks phase 4 learns to skip
 
 
 @dataclass
@@ -109,7 +109,7 @@ class Phase4Config(PhaseConfig):
     lambda_dc: float = 0.2
     lambda_dis: float = 0.5
     lambda_stable: float = 0.3
-    eta: float = 1.0  # price of compute in the reward
+    eta: float = 0.3  # price of running every block, in units of the full model's mean training loss
     loss_tolerance: float = 0.02  # keep only controllers whose gated validation loss is within this of the full model's
     entropy_beta: float = 0.01
     critic_lr: float = 1e-3

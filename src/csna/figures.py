@@ -232,7 +232,7 @@ def attention_vs_distance(attn: np.ndarray, dist: np.ndarray, unrelated: np.ndar
         ax.plot(x, per_head[i], "o", ms=4, label=f"head {i}")
     ax.axhline(1.0 / k, ls="--", color="grey", label=f"uniform 1/k = {1 / k:.3f}")
     ax.set_xticks(x, [f"{lbl}\n{int(m.sum())} pair{'s' if m.sum() > 1 else ''}" for lbl, m in groups], fontsize=8)
-    ax.set_xlabel("causal distance d(i, j), query i, key j  (d > 0: key j is an ancestor of i, d < 0: a descendant)")
+    ax.set_xlabel("causal distance d(i, j), query i, key j\n(d > 0: key j is an ancestor of i; d < 0: a descendant)")
     ax.set_ylabel("mean attention weight")
     ax.set_title("Attention weight by causal distance\n(last block, mean over test units)", fontsize=10)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))

@@ -409,6 +409,12 @@ class Trainer:
         # within phase4.loss_tolerance of the same model with every block run. The starting
         # controller runs every block, so it is the fallback when no epoch qualifies.
         full_val = self.validation_loss(3)
+        # η is priced in units of the full model's mean training loss: R_b = −ℓ_b/ℓ̄ − η Σ C_i g_bi,
+        # so η = 0.05 means "skipping every block is worth a 5% higher loss", whatever the
+        # outcome's scale. (The raw −ℓ_b of design §3.5 is the same family with η' = η·ℓ̄.)
+        if "loss_scale" not in st:
+            st["loss_scale"] = max(self.validation_loss(3, split=self.train), 1e-8)
+        self._loss_scale = st["loss_scale"]
         limit = full_val * (1.0 + pc.loss_tolerance) if full_val >= 0 else full_val * (1.0 - pc.loss_tolerance)
         if st["best_state"] is None and st["epoch"] == 0 and st["step"] == 0:
             st["best_val"] = self.validation_reward(costs, pc.eta) if self.gated_validation_loss() <= limit else -math.inf
@@ -488,10 +494,20 @@ class Trainer:
         pc, model = self.cfg.phase4, self.model
         out = model(batch.x, depth=3, gate_mode="sample", generator=gen)
         per_sample = L.task_loss(out.pred, batch.y, batch.t, self.kind, reduction="none")  # (B,)
-        r = L.reward(per_sample.detach(), out.gates, costs, pc.eta)  # (B,)
+        r = L.reward(per_sample.detach() / self._loss_scale, out.gates, costs, pc.eta)  # (B,)
+        # Self-critical baseline: the same sample's reward with every block run, from a no-grad
+        # pass. Each sample's own difficulty cancels out of the advantage, which leaves the effect
+        # of its gates; the critic V(z) learns what is left (the expected gain of gating).
+        # Without it the per-sample loss noise swamped the compute signal and the gate rate
+        # drifted up instead of down.
+        with torch.no_grad():
+            full = model(batch.x, depth=3, gate_mode="off")
+            per_full = L.task_loss(full.pred, batch.y, batch.t, self.kind, reduction="none")
+            r_full = L.reward(per_full / self._loss_scale, torch.ones_like(out.gates), costs, pc.eta)
+        gain = r - r_full  # (B,)
         v = model.utility.value(out.z.detach())  # (B,)
-        adv = L.advantage(r, v)
-        loss = L.actor_loss(out.u, out.gates, adv, pc.entropy_beta) + L.critic_loss(v, r)
+        adv = L.advantage(gain, v)
+        loss = L.actor_loss(out.u, out.gates, adv, pc.entropy_beta) + L.critic_loss(v, gain)
         logs = {"rl/reward": float(r.detach().mean()), "rl/value": float(v.detach().mean()),
                 "rl/gate_rate": float(out.gates.mean()), "rl/compute": float((out.gates * costs).sum(1).mean())}
         if pc.finetune_backbone:
@@ -518,12 +534,13 @@ class Trainer:
         return z.mean(0), torch.cov(z.t())
 
     @torch.no_grad()
-    def validation_loss(self, depth: int) -> float:
+    def validation_loss(self, depth: int, split: Split | None = None) -> float:
         """Factual loss on the validation split: the only model-selection signal (no
         counterfactual information is used)."""
         self.model.eval()
-        out = self.model(self.val.x, depth=depth)
-        return float(L.task_loss(out.pred, self.val.y, self.val.t, self.kind))
+        sp = self.val if split is None else split
+        out = self.model(sp.x, depth=depth)
+        return float(L.task_loss(out.pred, sp.y, sp.t, self.kind))
 
     @torch.no_grad()
     def gated_validation_loss(self) -> float:
@@ -537,7 +554,7 @@ class Trainer:
         self.model.eval()
         out = self.model(self.val.x, depth=3, gate_mode="hard")
         per = L.task_loss(out.pred, self.val.y, self.val.t, self.kind, reduction="none")
-        return float(L.reward(per, out.gates, costs, eta).mean())
+        return float(L.reward(per / getattr(self, "_loss_scale", 1.0), out.gates, costs, eta).mean())
 
     def save_phase_checkpoint(self, n: int) -> None:
         if self.run_dir is None:
