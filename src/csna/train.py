@@ -413,7 +413,7 @@ class Trainer:
         # so η = 0.05 means "skipping every block is worth a 5% higher loss", whatever the
         # outcome's scale. (The raw −ℓ_b of design §3.5 is the same family with η' = η·ℓ̄.)
         if "loss_scale" not in st:
-            st["loss_scale"] = max(self.validation_loss(3, split=self.train), 1e-8)
+            st["loss_scale"] = max(self.mean_finite_loss(self.train), 1e-8)
         self._loss_scale = st["loss_scale"]
         limit = full_val * (1.0 + pc.loss_tolerance) if full_val >= 0 else full_val * (1.0 - pc.loss_tolerance)
         if st["best_state"] is None and st["epoch"] == 0 and st["step"] == 0:
@@ -541,6 +541,16 @@ class Trainer:
         sp = self.val if split is None else split
         out = self.model(sp.x, depth=depth)
         return float(L.task_loss(out.pred, sp.y, sp.t, self.kind))
+
+    @torch.no_grad()
+    def mean_finite_loss(self, split: Split) -> float:
+        """Mean factual loss of the full model over the rows whose loss is finite (a row with
+        NaN covariates must not turn the reward's scale into NaN)."""
+        self.model.eval()
+        out = self.model(split.x, depth=3)
+        per = L.task_loss(out.pred, split.y, split.t, self.kind, reduction="none")
+        per = per[torch.isfinite(per)]
+        return float(per.mean()) if per.numel() else 1.0
 
     @torch.no_grad()
     def gated_validation_loss(self) -> float:
