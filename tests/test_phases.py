@@ -50,3 +50,16 @@ def test_registry_and_schedules():
     assert lr_factor(50, 10, 100, "plateau") == 1.0
     assert lambda_factor(5, 10, "linear") == 0.5 and lambda_factor(5, 10, "constant") == 1.0
     assert abs(lambda_factor(5, 10, "cosine") - 0.5) < 1e-12
+
+
+def test_collapsed_utilities_are_warned(tmp_path, tiny_overrides, capsys):
+    # an entropy floor no policy can meet: the warning must fire, once
+    cfg = load_config(None, tiny_overrides + ["phase4.epochs=2", "phase4.collapse_entropy=1.0"])
+    train_run(cfg)
+    err = capsys.readouterr().err
+    assert err.count("utilities collapsed") == 1 and "phase4.entropy_beta" in err
+
+
+def test_no_collapse_warning_at_the_default_floor(tiny_overrides, capsys):
+    train_run(load_config(None, tiny_overrides))
+    assert "utilities collapsed" not in capsys.readouterr().err

@@ -112,6 +112,7 @@ class Phase4Config(PhaseConfig):
     eta: float = 0.3  # price of running every block, in units of the full model's mean training loss
     loss_tolerance: float = 0.02  # keep only controllers whose gated validation loss is within this of the full model's
     entropy_beta: float = 0.01
+    collapse_entropy: float = 0.02  # warn when the utilities' mean binary entropy (bits) falls below this
     critic_lr: float = 1e-3
     actor_lr: float = 1e-3
     finetune_backbone: bool = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -465,6 +466,17 @@ class Trainer:
                 u_all = torch.cat(st["u_epoch"])  # (N, n)
                 for i, (name, _) in enumerate(model.blocks()):
                     self.logger.histogram(f"utility/{name}", u_all[:, i], self.global_step)
+                # Seed §IX: watch that u does not collapse to one side. Mean binary entropy of
+                # u in bits: 1 at u = 0.5, 0 when every utility sits at 0 or 1.
+                u_c = u_all.clamp(1e-6, 1 - 1e-6)
+                ent = float(-(u_c * torch.log2(u_c) + (1 - u_c) * torch.log2(1 - u_c)).mean())
+                self.logger.scalar("rl/utility_entropy_bits", ent, self.global_step)
+                if ent < pc.collapse_entropy and not getattr(self, "_warned_collapse", False):
+                    self._warned_collapse = True
+                    side = "run" if float(u_all.mean()) >= 0.5 else "skip"
+                    print(f"csna: warning: phase 4 epoch {epoch + 1}: utilities collapsed to '{side}' "
+                          f"(entropy {ent:.3f} bits < {pc.collapse_entropy}); raise phase4.entropy_beta "
+                          f"or change phase4.eta", file=sys.stderr)
             val_reward = self.validation_reward(costs, pc.eta)
             val_loss = self.gated_validation_loss()
             rec = {k: v / max(st["count"], 1) for k, v in st["sums"].items()}
