@@ -91,32 +91,32 @@ class Phase2Config(PhaseConfig):
 
 
 @dataclass
-class Phase3Config(PhaseConfig):
+class FullLossPhaseConfig(PhaseConfig):
+    """Phases 3 and 4 run the whole model under the full L_total at the seed's later rate."""
+
     lr: float = 5e-5
     lambda_geometric: float = 0.25
     lambda_dc: float = 0.2
     lambda_dis: float = 0.5
     lambda_stable: float = 0.3
-    theta_learnable_from: float = 0.5  # fraction of the phase after which θ0, w train
     stable_every: int = 1  # compute L_Stable every N steps (scaled by N when on)
+
+
+@dataclass
+class Phase3Config(FullLossPhaseConfig):
+    theta_learnable_from: float = 0.5  # fraction of the phase after which θ0, w train
     block_drop: float = 0.3  # stochastic depth: per-sample probability of skipping a block, so the backbone works with the blocks phase 4 learns to skip
 
 
 @dataclass
-class Phase4Config(PhaseConfig):
-    lr: float = 5e-5
-    lambda_geometric: float = 0.25
-    lambda_dc: float = 0.2
-    lambda_dis: float = 0.5
-    lambda_stable: float = 0.3
+class Phase4Config(FullLossPhaseConfig):
+    # lr is the actor's learning rate (and the backbone's when finetune_backbone is on)
     eta: float = 0.3  # price of running every block, in units of the full model's mean training loss
     loss_tolerance: float = 0.02  # keep only controllers whose gated validation loss is within this of the full model's
     entropy_beta: float = 0.01
     collapse_entropy: float = 0.02  # warn when the utilities' mean binary entropy (bits) falls below this
     critic_lr: float = 1e-3
-    actor_lr: float = 1e-3
     finetune_backbone: bool = False
-    stable_every: int = 1
 
 
 @dataclass
