@@ -353,3 +353,17 @@ def test_reinforce_sign_lowers_u_when_skipping_pays():
         L.actor_loss(u, gates, adv, beta=0.0).backward()
         opt.step()
     assert torch.sigmoid(logit).item() < u0 - 0.2
+
+
+def test_mmd2_bandwidth_from_strided_subset_close_to_full_median():
+    # Past MEDIAN_ROWS rows the bandwidth comes from a strided subset of the pooled sample;
+    # the resulting MMD² must stay close to the one with the full-sample median.
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(700, 6, generator=g, dtype=torch.float64)
+    b = torch.randn(500, 6, generator=g, dtype=torch.float64) + 0.3
+    z = torch.cat([a, b])
+    d = torch.cdist(z, z)
+    iu = torch.triu_indices(len(z), len(z), 1)
+    med = float(d[iu[0], iu[1]].median())
+    full = L.mmd2_rbf(a, b, [med * s for s in (0.5, 1.0, 2.0, 4.0)]).item()
+    assert L.mmd2_rbf(a, b).item() == pytest.approx(full, rel=0.03)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .rope import causal_rope_scores
@@ -27,6 +26,19 @@ def sequence_distance(k: int, device=None) -> Tensor:
     """Node-index offsets ``dist[i, j] = i - j``, shape ``(k, k)`` (the ordinary-RoPE ablation)."""
     idx = torch.arange(k, dtype=torch.float32, device=device)  # (k,)
     return idx[:, None] - idx[None, :]  # (k, k)
+
+
+def softmax_last(s: Tensor) -> Tensor:
+    """Softmax over the last axis, written out.
+
+    Why by hand: on CPU, ``torch.softmax`` over a last axis of length k = 8 (torch 2.13) runs
+    about 5× slower than these three elementwise ops (4.8 ms vs 0.9 ms forward on
+    (1024, 4, 8, 8), 7.0 vs 2.2 ms forward + backward); it was the largest single op of a
+    phase-3 step at batch 1024. The max is detached: softmax is shift-invariant, so its
+    gradient through the max is zero anyway.
+    """
+    e = (s - s.amax(dim=-1, keepdim=True).detach()).exp()
+    return e / e.sum(dim=-1, keepdim=True)
 
 
 class CausalAttention(nn.Module):
@@ -121,7 +133,7 @@ class CausalAttention(nn.Module):
         s = self.scores(q, k, dist, unrelated)  # (B, h, k, k)
         # Softmax in fp32 so bf16 autocast does not flatten small score differences.
         work = torch.promote_types(s.dtype, torch.float32)
-        attn = F.softmax(s, dim=-1, dtype=work)  # (B, h, k, k)
+        attn = softmax_last(s.to(work))  # (B, h, k, k)
         y = self.dropout(attn).to(v.dtype) @ v  # (B, h, k, dh)
         y = y.transpose(1, 2).reshape(B, n, self.d)  # (B, k, d)
         return self.out(y), attn

@@ -112,15 +112,18 @@ def causal_rope_scores(
     f_dist = dist.detach().to(device=q.device, dtype=torch.float32)  # (n, n)
     if d_max is not None:
         f_dist = f_dist.clamp(-d_max, d_max)  # (n, n)
-    k_t = k.transpose(-2, -1)  # (B, h, dh, n)
-
-    scores = None
-    # Every pair belongs to exactly one delta, so the first delta's scores may fill the whole
-    # tensor: each later delta overwrites exactly its own pairs.
-    for delta in torch.unique(f_dist):
-        q_rot = rotate_pairs(q, _per_head_angle(theta0, w, delta, omega))  # (B, h, n, dh)
-        s_delta = q_rot @ k_t  # (B, h, n, n)
-        scores = s_delta if scores is None else torch.where(f_dist == delta, s_delta, scores)
-    if scores is None:  # n == 0: no pairs, hence no distances
-        scores = q @ k_t  # (B, h, 0, 0)
+    if n_q == 0 or n_k == 0:  # no pairs, hence no distances
+        return (q @ k.transpose(-2, -1)) / math.sqrt(d_h)  # (B, h, n_q, n_k)
+    deltas, which = torch.unique(f_dist, return_inverse=True)  # (D,), (n, n) index into deltas
+    D = deltas.shape[0]
+    theta = theta0 + w * deltas[:, None] if theta0.dim() or w.dim() else theta0 + w * deltas  # (D, h) or (D,)
+    angle = theta[..., None] * omega  # (D, h, F) or (D, F)
+    angle = angle.transpose(0, 1)[:, :, None, :] if angle.dim() == 3 else angle[:, None, :]  # (h, D, 1, F) or (D, 1, F)
+    # Queries rotated by every distinct angle at once, stacked along the query axis, so all
+    # offsets cost one batched matmul: (B, h, D·n, dh) @ (B, h, dh, n).
+    q_rot = rotate_pairs(q[:, :, None], angle)  # (B, h, D, n, dh)
+    B, h = q.shape[0], q.shape[1]
+    s_all = (q_rot.reshape(B, h, D * n_q, d_h) @ k.transpose(-2, -1)).view(B, h, D, n_q, n_k)
+    # Each pair keeps the score computed at its own distance.
+    scores = s_all.gather(2, which.view(1, 1, 1, n_q, n_k).expand(B, h, 1, n_q, n_k)).squeeze(2)
     return scores / math.sqrt(d_h)  # (B, h, n, n)
