@@ -3,7 +3,7 @@ tables), splits, and the covariate preprocessor."""
 
 from csna.data.ihdp import ihdp
 from csna.data.prep import Preprocessor, split_indices
-from csna.data.synthetic import synthetic
+from csna.data.synthetic import synthetic, synthetic_chunks
 from csna.data.tables import CausalData, DataError, load_table, read_frame, validate
 
 __all__ = [
@@ -15,5 +15,6 @@ __all__ = [
     "read_frame",
     "split_indices",
     "synthetic",
+    "synthetic_chunks",
     "validate",
 ]

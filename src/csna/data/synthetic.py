@@ -5,10 +5,12 @@ Shape alphabet: n units, p covariates, k latent nodes, K treatments.
 Everything that defines the truth (graph, weights, mixing, effects) is drawn from
 `seed` alone, and each per-unit noise source is its own stream filled row by row, so
 one seed gives the same model at any n and the first m rows of a larger draw equal a
-draw of m rows.
+draw of m rows; `synthetic_chunks` yields a large draw in consecutive pieces.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -126,6 +128,38 @@ def _potential_outcomes(U: np.ndarray, params: dict, heterogeneity: float) -> np
     return base[:, None] + effect
 
 
+def _check_args(n: int, p: int, k_latent: int, n_treatments: int, outcome: str) -> None:
+    if outcome not in ("continuous", "binary"):
+        raise ValueError(f"outcome must be 'continuous' or 'binary', got '{outcome}'")
+    if n < 1 or p < 1 or k_latent < 1 or n_treatments < 2:
+        raise ValueError(f"need n, p, k_latent >= 1 and n_treatments >= 2, got {n}, {p}, {k_latent}, {n_treatments}")
+
+
+def _sample_rows(params: dict, streams: list[np.random.Generator], n: int, *, outcome: str, noise: float,
+                 confounding: float, effect_heterogeneity: float, dtype) -> CausalData:
+    """n rows drawn from the streams, which advance; successive calls continue one draw."""
+    n_treatments = len(params["a"])
+    U = _latents(params, n, streams[0])  # (n, k)
+    X = _covariates(U, params["mix"], noise, streams[1], dtype)  # (n, p)
+    T, prop = _treatment(U, params, confounding, streams[2])
+    f = _potential_outcomes(U, params, effect_heterogeneity)  # (n, K)
+    f_T = f[np.arange(n), T]
+    if outcome == "continuous":
+        mu = f
+        Y = (f_T + noise * streams[3].standard_normal(n)).astype(np.float32)
+    else:
+        mu = _sigmoid(f)
+        Y = (streams[3].random(n) < _sigmoid(f_T)).astype(np.int64)
+
+    columns = [f"x{i}" for i in range(X.shape[1])]
+    return CausalData(
+        X=pd.DataFrame(X, columns=columns, copy=False), T=T, Y=Y, mu=mu, outcome_type=outcome,
+        n_treatments=n_treatments, name="synthetic", graph=params["graph"],
+        extra={"params": params, "order": params["order"], "latents": U, "propensity": prop,
+               **({"noise_var": noise**2} if outcome == "continuous" else {})},
+    )
+
+
 def synthetic(n: int = 2000, p: int = 25, seed: int = 0, *, k_latent: int = 8,
               outcome: str = "continuous", n_treatments: int = 2, edge_prob: float = 0.3,
               noise: float = 0.5, confounding: float = 1.0, effect_heterogeneity: float = 1.0,
@@ -149,29 +183,33 @@ def synthetic(n: int = 2000, p: int = 25, seed: int = 0, *, k_latent: int = 8,
         CausalData with X (n, p), T (n,) int64, Y (n,) float32 or int64, mu (n, K) float64,
         graph (k, k), and extra: params, order, latents (n, k) float32, propensity (n, K).
     """
-    if outcome not in ("continuous", "binary"):
-        raise ValueError(f"outcome must be 'continuous' or 'binary', got '{outcome}'")
-    if n < 1 or p < 1 or k_latent < 1 or n_treatments < 2:
-        raise ValueError(f"need n, p, k_latent >= 1 and n_treatments >= 2, got {n}, {p}, {k_latent}, {n_treatments}")
+    data = next(synthetic_chunks(n, p, seed, n, k_latent=k_latent, outcome=outcome, n_treatments=n_treatments,
+                                 edge_prob=edge_prob, noise=noise, confounding=confounding,
+                                 effect_heterogeneity=effect_heterogeneity, dtype=dtype))
+    del data.extra["start"]
+    return data
+
+
+def synthetic_chunks(n: int, p: int, seed: int, chunk_rows: int, *, k_latent: int = 8,
+                     outcome: str = "continuous", n_treatments: int = 2, edge_prob: float = 0.3,
+                     noise: float = 0.5, confounding: float = 1.0, effect_heterogeneity: float = 1.0,
+                     dtype=np.float32) -> Iterator[CausalData]:
+    """The rows of `synthetic(n, p, seed, ...)` in consecutive chunks, memory O(chunk_rows p).
+
+    The noise streams live across chunks, so the chunks concatenated equal the one big
+    draw exactly, whatever `chunk_rows` is. Arguments as in `synthetic`.
+
+    Yields:
+        CausalData of min(chunk_rows, rows left) rows each, in order; extra["start"] is the
+        global index of the chunk's first row.
+    """
+    _check_args(n, p, k_latent, n_treatments, outcome)
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     params = sample_params(seed, p, k_latent, n_treatments, edge_prob)
     streams = [np.random.default_rng([seed, 1, i]) for i in range(4)]
-
-    U = _latents(params, n, streams[0])  # (n, k)
-    X = _covariates(U, params["mix"], noise, streams[1], dtype)  # (n, p)
-    T, prop = _treatment(U, params, confounding, streams[2])
-    f = _potential_outcomes(U, params, effect_heterogeneity)  # (n, K)
-    f_T = f[np.arange(n), T]
-    if outcome == "continuous":
-        mu = f
-        Y = (f_T + noise * streams[3].standard_normal(n)).astype(np.float32)
-    else:
-        mu = _sigmoid(f)
-        Y = (streams[3].random(n) < _sigmoid(f_T)).astype(np.int64)
-
-    columns = [f"x{i}" for i in range(p)]
-    return CausalData(
-        X=pd.DataFrame(X, columns=columns, copy=False), T=T, Y=Y, mu=mu, outcome_type=outcome,
-        n_treatments=n_treatments, name="synthetic", graph=params["graph"],
-        extra={"params": params, "order": params["order"], "latents": U, "propensity": prop,
-               **({"noise_var": noise**2} if outcome == "continuous" else {})},
-    )
+    for start in range(0, n, chunk_rows):
+        chunk = _sample_rows(params, streams, min(chunk_rows, n - start), outcome=outcome, noise=noise,
+                             confounding=confounding, effect_heterogeneity=effect_heterogeneity, dtype=dtype)
+        chunk.extra["start"] = start
+        yield chunk
