@@ -1,4 +1,4 @@
-"""Command line: ``csna train | evaluate | predict``.
+"""Command line: ``csna train | evaluate | predict | bench | data``.
 
 Bad input ends with one line on stderr naming what and where, exit code 2, no traceback.
 """
@@ -9,6 +9,7 @@ import argparse
 import copy
 import datetime as _dt
 import sys
+import time
 from pathlib import Path
 
 from .checkpoint import CheckpointError
@@ -120,6 +121,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_synthetic(args: argparse.Namespace) -> int:
+    from .data.synthetic_parquet import write_synthetic
+
+    for flag, value in (("--rows", args.rows), ("--cols", args.cols), ("--chunk-rows", args.chunk_rows)):
+        if value < 1:
+            raise UsageError(f"{flag} must be >= 1, got {value}")
+    if args.outcome not in ("continuous", "binary"):
+        raise UsageError(f"--outcome must be continuous or binary, got '{args.outcome}'")
+    out = Path(args.out)
+    if out.suffix.lower() not in (".parquet", ".pq"):
+        raise UsageError(f"--out {out} must end in .parquet or .pq")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: directory {out.parent} does not exist")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory")
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"--out {out} exists; use --overwrite to replace it")
+    start = time.perf_counter()
+    write_synthetic(out, rows=args.rows, cols=args.cols, seed=args.seed, outcome=args.outcome,
+                    chunk_rows=args.chunk_rows)
+    seconds = time.perf_counter() - start
+    size = out.stat().st_size
+    print(f"wrote {args.rows} rows x {args.cols + 4} columns to {out} ({size / 1e6:.2f} MB) in {seconds:.2f}s")
+    return 0
+
+
 def _print_table(m: dict) -> None:
     keys = ["sqrt_pehe_in", "sqrt_pehe_out", "eps_ate_in", "eps_ate_out", "pearson_ite", "ate_hat", "ate_lo",
             "ate_hi", "ate_true", "kl_do_true", "rmse_out", "auc_out", "graph_connectivity", "flops_reduction",
@@ -173,6 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="output CSV")
     pr.add_argument("--no-gates", action="store_true", help="run every block (ignore the Meta Utility Layer)")
     pr.set_defaults(func=cmd_predict)
+
+    d = sub.add_parser("data", help="make data sets")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    ds = dsub.add_parser("synthetic", help="write a large synthetic table with its truth (mu0, mu1) to Parquet")
+    ds.add_argument("--rows", type=int, required=True, help="rows n")
+    ds.add_argument("--cols", type=int, required=True, help="covariates p, named x0..x{p-1}")
+    ds.add_argument("--out", required=True, help="the .parquet file to write")
+    ds.add_argument("--seed", type=int, default=0, help="fixes the model and the sample (default 0)")
+    ds.add_argument("--outcome", default="continuous", help="continuous (default) or binary")
+    ds.add_argument("--chunk-rows", type=int, default=262144,
+                    help="rows generated and written at a time, one row group each (default 262144)")
+    ds.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    ds.set_defaults(func=cmd_data_synthetic)
     return p
 
 
