@@ -65,7 +65,7 @@ def test_nan_batches_are_skipped_counted_and_logged():
     rows = [300]  # outside phase 1's z-stability probe (the first 256 rows)
     trainer, log, cfg = _trainer([], poison_rows=rows)
     results = trainer.fit()
-    n = len(trainer.train)
+    n = len(trainer.source)
     for phase, res in results.items():
         epochs = cfg.phase(phase).epochs
         expected = sum(_batches_hit(cfg, n, phase if phase < 4 else 4, e, rows) for e in range(epochs))

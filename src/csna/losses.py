@@ -304,6 +304,7 @@ def jacobian_penalty(
     x: Tensor,
     n_proj: int = 1,
     generator: torch.Generator | None = None,
+    projections: Tensor | None = None,
 ) -> Tensor:
     """L_Stable: unbiased estimate of mean_b ‖∂f(x_b)/∂x_b‖_F² by random projection.
 
@@ -316,6 +317,8 @@ def jacobian_penalty(
         x: ``(B, p)`` inputs; detached here, the penalty trains the parameters of f.
         n_proj: projections averaged.
         generator: RNG for the projections.
+        projections: ``(n_proj, B, m)`` projection vectors to use instead of drawing them (a
+            data-parallel run draws them for the global batch and passes each rank its rows).
 
     Returns:
         Scalar with a graph (``create_graph=True``) so it can be minimised.
@@ -323,8 +326,11 @@ def jacobian_penalty(
     x = x.detach().requires_grad_(True)
     out = f(x).reshape(x.shape[0], -1)  # (B, m)
     total = _zero(out)
-    for _ in range(n_proj):
-        v = torch.randn(out.shape, generator=generator, dtype=out.dtype, device=out.device)
+    if projections is not None:
+        n_proj = projections.shape[0]
+    for i in range(n_proj):
+        v = (projections[i].to(out) if projections is not None else
+             torch.randn(out.shape, generator=generator, dtype=out.dtype, device=out.device))
         # (B, p): row b is v_bᵀ J_b because f is row-wise; create_graph keeps it trainable
         (vj,) = torch.autograd.grad(out, x, grad_outputs=v, create_graph=True)
         total = total + vj.pow(2).sum(dim=1).mean()

@@ -38,6 +38,7 @@ class Outputs:
     adjacency: torch.Tensor | None = None  # (k, k)
     u: torch.Tensor | None = None  # (B, n) utilities of the gateable blocks that were reached
     gates: torch.Tensor | None = None  # (B, n) 1 = block ran for that sample
+    value: torch.Tensor | None = None  # (B,) the critic's V(z), with ``with_value=True``
 
 
 class CSNAModel(nn.Module):
@@ -111,7 +112,8 @@ class CSNAModel(nn.Module):
     # ---------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor, depth: int | None = None, gate_mode: str = "off",
                 gates: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                drop_rate: float = 0.0) -> Outputs:
+                drop_rate: float = 0.0, noise: torch.Tensor | None = None, with_value: bool = False
+                ) -> Outputs:
         """Args:
             x: (B, p) preprocessed features.
             depth: 1, 2 or 3 (defaults to the depth trained so far).
@@ -121,6 +123,12 @@ class CSNAModel(nn.Module):
             drop_rate: with ``gate_mode="drop"``, each sample skips each block with this
                 probability (stochastic depth), so the backbone learns to work with the blocks
                 the Meta Utility Layer will later skip.
+            noise: (B, n) uniforms in [0, 1) for the "sample" and "drop" draws (gate i of row b
+                is ``noise[b, i] < u`` or ``< 1 - drop_rate``); drawn by the caller for the whole
+                global batch, so a draw belongs to the sample, not to the process (``csna.dist``).
+                Without it the draws come from ``generator``.
+            with_value: also return the critic's V(z) (phase 4; inside the forward so that
+                DistributedDataParallel sees the critic's parameters used).
         """
         if gate_mode not in GATE_MODES:
             raise ValueError(f"gate_mode must be one of {GATE_MODES}, got {gate_mode!r}")
@@ -135,11 +143,15 @@ class CSNAModel(nn.Module):
             if gate_mode == "off":
                 return fn(state)
             if gate_mode == "drop":
+                if noise is not None:
+                    return gated(fn, state, (noise[:, i] < 1.0 - drop_rate).to(state.dtype))
                 keep = torch.full((state.shape[0],), 1.0 - drop_rate, device=state.device)
                 return gated(fn, state, torch.bernoulli(keep, generator=generator))
             u = self.utility.utility(state, i)  # (B,)
             if gate_mode == "sample":
-                g = torch.bernoulli(u.detach().nan_to_num(1.0).clamp(0.0, 1.0), generator=generator)
+                p_run = u.detach().nan_to_num(1.0).clamp(0.0, 1.0)
+                g = ((noise[:, i] < p_run).to(state.dtype) if noise is not None
+                     else torch.bernoulli(p_run, generator=generator))
             elif gate_mode == "hard":
                 g = (u >= 0.5).to(state.dtype)
             else:
@@ -169,7 +181,8 @@ class CSNAModel(nn.Module):
         prop = self.heads["propensity"](rep)
         u_all = torch.stack(us, dim=1) if us else None  # (B, n)
         g_all = torch.stack(gs, dim=1) if gs else None  # (B, n)
-        return Outputs(pred, prop, rep, z, h, r, a, u_all, g_all)
+        value = self.utility.value(z.detach()) if with_value else None  # (B,)
+        return Outputs(pred, prop, rep, z, h, r, a, u_all, g_all, value)
 
     # ------------------------------------------------------------- utilities
     def to_outcome_units(self, pred: torch.Tensor) -> torch.Tensor:

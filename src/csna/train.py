@@ -20,10 +20,14 @@ from torch import nn
 from . import losses as L
 from .checkpoint import FORMAT, LATEST, CheckpointError, atomic_save, rng_state, set_rng_state
 from .config import Config, PhaseConfig
+from .dist import DistContext, current
 from .logger import RunLogger
 from .model import CSNAModel
 from .phases import PHASES, get_phase, lambda_factor, lr_factor, warmup_steps
 from .resume import TrainingInterrupted, signals_saved, test_hook
+
+
+LOSS_SCALE_ROWS = 50_000  # training rows the phase-4 reward's loss scale is measured on, at most
 
 
 class TrainingError(RuntimeError):
@@ -41,6 +45,35 @@ class Split:
 
     def rows(self, idx: torch.Tensor) -> "Split":
         return Split(self.x[idx], self.t[idx], self.y[idx])
+
+
+class TensorSource:
+    """Training rows held in memory; each epoch a seeded permutation cut into global batches."""
+
+    def __init__(self, split: Split):
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    @property
+    def device(self) -> torch.device:
+        return self.split.x.device
+
+    def num_batches(self, batch_size: int) -> int:
+        n = len(self.split)
+        full, rest = divmod(n, batch_size)
+        return full + (1 if rest >= 2 or (rest and full == 0) else 0)
+
+    def batches(self, batch_size: int, seed: int, start: int = 0):
+        """Yields (batch number, global batch) from batch ``start`` on."""
+        order = batch_order(len(self.split), batch_size, seed, self.device)
+        for b in range(start, len(order)):
+            yield b, self.split.rows(order[b])
+
+    def probe(self, n: int) -> Split:
+        """The first ``n`` training rows (a fixed sample for statistics)."""
+        return self.split.rows(torch.arange(min(n, len(self.split)), device=self.device))
 
 
 @dataclass
@@ -102,27 +135,41 @@ def batch_order(n: int, batch_size: int, seed: int, device: torch.device) -> lis
 
 
 def compute_parts(model: CSNAModel, out, batch: Split, phase_n: int, lambdas: dict[str, float],
-                  step: int, stable_every: int) -> dict[str, torch.Tensor]:
-    """Every part of L_total that this phase switches on and whose λ is non-zero."""
+                  step: int, stable_every: int, ctx: DistContext | None = None,
+                  global_batch: Split | None = None, local: torch.Tensor | None = None
+                  ) -> dict[str, torch.Tensor]:
+    """Every part of L_total that this phase switches on and whose λ is non-zero.
+
+    In a data-parallel run (``ctx``), ``batch`` holds this rank's rows of ``global_batch``
+    (indices ``local``): per-sample means are scaled and batch-level terms read the gathered
+    global batch, as ``csna.dist`` explains. A single process gets exactly the plain losses.
+    """
     ph = get_phase(phase_n)
+    ctx = ctx or DistContext()
+    gb = global_batch if global_batch is not None else batch
+    s = ctx.scale(len(batch), len(gb))
     kind = "multiclass" if model.n_classes > 2 else ("binary" if model.n_classes == 2 else "continuous")
-    parts = {"task": L.task_loss(out.pred, batch.y, batch.t, kind)}
+    parts = {"task": L.task_loss(out.pred, batch.y, batch.t, kind) * s}
     on = lambda name: name in ph.losses and lambdas.get(name, 0.0) > 0  # noqa: E731
     if on("causal"):
         sigma2 = model.sigma2 if kind == "continuous" else None
-        parts["causal"] = L.causal_kl(out.pred, batch.t, kind, sigma2)
+        parts["causal"] = L.causal_kl(ctx.gather(out.pred), gb.t, kind, sigma2)
     if on("geometric") and out.h is not None and out.adjacency is not None:
-        parts["geometric"] = L.laplacian_smoothness(out.h, out.adjacency)
+        parts["geometric"] = L.laplacian_smoothness(out.h, out.adjacency) * s
     if on("dc") and out.adjacency is not None:
         parts["dc"] = L.dag_penalty(out.adjacency)
     if on("dis"):
-        parts["dis"] = L.discrepancy(out.rep, batch.t, model.n_treatments)
+        parts["dis"] = L.discrepancy(ctx.gather(out.rep), gb.t, model.n_treatments)
     if on("stable") and step % max(1, stable_every) == 0:
         # Scaled by N when computed every N steps: same expected contribution, N× cheaper.
         # Per latent coordinate (÷ k·d): the raw ‖∂z/∂x‖_F² sums k·d·p terms and would swamp
         # every other part at the seed's λ_Stable = 0.3.
         n_out = model.cfg.k * model.cfg.d
-        parts["stable"] = L.jacobian_penalty(model.encoder, batch.x) * (max(1, stable_every) / n_out)
+        proj = None
+        if ctx.enabled:  # the projection belongs to the sample: drawn for the global batch
+            proj = torch.randn(1, len(gb), n_out, device=batch.x.device)[:, local]
+        parts["stable"] = (L.jacobian_penalty(model.encoder, batch.x, projections=proj)
+                           * (max(1, stable_every) / n_out) * s)
     return parts
 
 
@@ -136,10 +183,15 @@ class Trainer:
     ``TrainingInterrupted``.
     """
 
-    def __init__(self, model: CSNAModel, cfg: Config, train: Split, val: Split,
+    def __init__(self, model: CSNAModel, cfg: Config, train, val: Split,
                  run_dir: Path | None = None, logger: RunLogger | None = None,
                  meta: dict[str, Any] | None = None, progress: Callable | None = None):
-        self.model, self.cfg, self.train, self.val = model, cfg, train, val
+        """``train``: a ``Split`` held in memory, or any batch source with the methods of
+        ``TensorSource`` (e.g. a stream over a table larger than memory)."""
+        self.model, self.cfg, self.val = model, cfg, val
+        self.source = TensorSource(train) if isinstance(train, Split) else train
+        self.ctx = current()
+        self.fwd: nn.Module = model
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.logger = logger or RunLogger(None)
         self.meta = meta or {}
@@ -183,6 +235,35 @@ class Trainer:
                 if self._signal is not None:
                     raise TrainingInterrupted(self._signal, n, 0, self.run_dir)
         return self.results
+
+    def _wrap(self) -> None:
+        """The module the training forward runs through: the model itself, or, in a
+        data-parallel run, a DistributedDataParallel wrapper over the parameters that train now
+        (rebuilt whenever that set changes)."""
+        if not self.ctx.enabled:
+            return
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        self.fwd = self.model  # drop the previous wrapper (and its gradient hooks) first
+        dev = self.source.device
+        # find_unused_parameters: a gated block that no row of a batch runs gets no gradient.
+        self.fwd = DDP(self.model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                       find_unused_parameters=True, broadcast_buffers=False)
+
+    def _local(self, batch_g: Split) -> tuple[Split, torch.Tensor]:
+        """This rank's rows of a global batch (all of them in a single process)."""
+        if not self.ctx.enabled:
+            return batch_g, torch.arange(len(batch_g), device=batch_g.x.device)
+        idx = self.ctx.local_rows(len(batch_g), batch_g.x.device)
+        return batch_g.rows(idx), idx
+
+    def _noise(self, gen: torch.Generator | None, n_global: int, local: torch.Tensor) -> torch.Tensor | None:
+        """Uniforms for the per-sample gate draws of a global batch, this rank's rows.
+        Drawn on the CPU so a seed gives the same draws on every device."""
+        if gen is None or self.model.n_blocks == 0:
+            return None
+        u = torch.rand(n_global, self.model.n_blocks, generator=gen)  # (N, n)
+        return u.to(local.device)[local]
 
     def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
         t = self.cfg.train
@@ -264,7 +345,8 @@ class Trainer:
         params = set_trainable(model, ph.trains)
         set_theta_learnable(model, False)
         opt = self._optimizer(params, pc.lr)
-        steps_per_epoch = len(batch_order(len(self.train), cfg.train.batch_size, 0, torch.device("cpu")))
+        self._wrap()
+        steps_per_epoch = self.source.num_batches(cfg.train.batch_size)
         total = steps_per_epoch * pc.epochs
         if cfg.train.max_steps:
             total = min(total, cfg.train.max_steps)
@@ -274,8 +356,7 @@ class Trainer:
                    if pc.scheduler == "plateau" else None)
         theta_from = (int(pc.theta_learnable_from * total) if n == 3 else None)
         drop = float(getattr(pc, "block_drop", 0.0)) if n == 3 else 0.0
-        gen = (torch.Generator(device=self.train.x.device).manual_seed(cfg.train.seed + 3)
-               if drop > 0 else None)
+        gen = torch.Generator().manual_seed(cfg.train.seed + 3) if drop > 0 else None
         objects = {"optimizer": opt, "scheduler": sched, "plateau": plateau, "generator": gen}
         st = self._start(n, resume, {
             "epoch": 0, "batch": 0, "step": 0, "best_val": math.inf, "best_state": None, "bad_epochs": 0,
@@ -283,14 +364,14 @@ class Trainer:
         }, objects)
         if theta_from is not None and st["step"] > theta_from:
             set_theta_learnable(model, True)
-        probe = self.train.x[: min(256, len(self.train))]
+            self._wrap()
+        probe = self.source.probe(256).x
         epoch = st["epoch"]
         bar = self.progress(total, f"phase {n}") if self.progress else None
         for epoch in range(st["epoch"], pc.epochs):
             model.train()
-            order = batch_order(len(self.train), cfg.train.batch_size,
-                                cfg.train.seed * 1000 + n * 100 + epoch, self.train.x.device)
-            for b in range(st["batch"], len(order)):
+            for b, batch_g in self.source.batches(cfg.train.batch_size,
+                                                  cfg.train.seed * 1000 + n * 100 + epoch, st["batch"]):
                 if cfg.train.max_steps and st["step"] >= cfg.train.max_steps:
                     break
                 step = st["step"]
@@ -298,16 +379,20 @@ class Trainer:
                     # θ0 and w are already in the optimizer; AdamW skips them while their grad is
                     # None (frozen), and updates them from here on (seed §V Phase 3).
                     set_theta_learnable(model, True)
-                batch = self.train.rows(order[b])
+                    self._wrap()
+                batch, local = self._local(batch_g)
                 lam = {k: getattr(pc, f"lambda_{k}") * lambda_factor(step, warm, pc.lambda_schedule)
                        for k in ("causal", "geometric", "dc", "dis", "stable")}
                 if drop > 0:  # stochastic depth: the backbone learns to do without skipped blocks
-                    out = model(batch.x, depth=ph.depth, gate_mode="drop", generator=gen, drop_rate=drop)
+                    out = self.fwd(batch.x, depth=ph.depth, gate_mode="drop", drop_rate=drop,
+                                   noise=self._noise(gen, len(batch_g), local))
                 else:
-                    out = model(batch.x, depth=ph.depth)
-                parts = compute_parts(model, out, batch, n, lam, step, getattr(pc, "stable_every", 1))
+                    out = self.fwd(batch.x, depth=ph.depth)
+                parts = compute_parts(model, out, batch, n, lam, step, getattr(pc, "stable_every", 1),
+                                      self.ctx, batch_g, local)
                 total_loss, reg = L.total_loss(parts, lam)
-                prop_loss = nn.functional.cross_entropy(out.prop_logits, batch.t)
+                prop_loss = (nn.functional.cross_entropy(out.prop_logits, batch.t)
+                             * self.ctx.scale(len(batch), len(batch_g)))
                 ok = bool(torch.isfinite(total_loss))
                 gnorm = torch.tensor(float("nan"))
                 if ok:
@@ -322,7 +407,7 @@ class Trainer:
                     st["consecutive"] = 0
                     opt.step()
                     if self.kind == "continuous":
-                        self._update_sigma2(out.pred.detach(), batch)
+                        self._update_sigma2(self.ctx.gather(out.pred.detach()), batch_g)
                     logs = {f"loss/{k}": float(v.detach()) for k, v in parts.items()}
                     logs.update({"loss/total": float(total_loss.detach()), "loss/reg": float(reg.detach()),
                                  "loss/propensity": float(prop_loss.detach()), "grad_norm": float(gnorm),
@@ -396,8 +481,9 @@ class Trainer:
         opt = torch.optim.AdamW(groups_, betas=(cfg.train.beta1, cfg.train.beta2),
                                 weight_decay=cfg.train.weight_decay)
         costs = model.measure_block_costs()
-        gen = torch.Generator(device=self.train.x.device).manual_seed(cfg.train.seed + 4)
-        steps_per_epoch = len(batch_order(len(self.train), cfg.train.batch_size, 0, torch.device("cpu")))
+        self._wrap()
+        gen = torch.Generator().manual_seed(cfg.train.seed + 4)
+        steps_per_epoch = self.source.num_batches(cfg.train.batch_size)
         total = steps_per_epoch * pc.epochs
         warm = warmup_steps(pc.warmup_steps, total, pc.warmup_max_fraction)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warm, total, pc.scheduler))
@@ -414,7 +500,7 @@ class Trainer:
         # so η = 0.05 means "skipping every block is worth a 5% higher loss", whatever the
         # outcome's scale. (The raw −ℓ_b of design §3.5 is the same family with η' = η·ℓ̄.)
         if "loss_scale" not in st:
-            st["loss_scale"] = max(self.mean_finite_loss(self.train), 1e-8)
+            st["loss_scale"] = max(self.mean_finite_loss(self.source.probe(LOSS_SCALE_ROWS)), 1e-8)
         self._loss_scale = st["loss_scale"]
         limit = full_val * (1.0 + pc.loss_tolerance) if full_val >= 0 else full_val * (1.0 - pc.loss_tolerance)
         if st["best_state"] is None and st["epoch"] == 0 and st["step"] == 0:
@@ -425,17 +511,17 @@ class Trainer:
         epoch = st["epoch"]
         for epoch in range(st["epoch"], pc.epochs):
             model.train()
-            order = batch_order(len(self.train), cfg.train.batch_size,
-                                cfg.train.seed * 1000 + 400 + epoch, self.train.x.device)
-            for b in range(st["batch"], len(order)):
+            for b, batch_g in self.source.batches(cfg.train.batch_size,
+                                                  cfg.train.seed * 1000 + 400 + epoch, st["batch"]):
                 if cfg.train.max_steps and st["step"] >= cfg.train.max_steps:
                     break
                 step = st["step"]
-                batch = self.train.rows(order[b])
+                batch, local = self._local(batch_g)
+                noise = self._noise(gen, len(batch_g), local)
                 # Non-finite inputs are skipped before the forward: NaN utilities cannot be sampled.
                 ok = bool(torch.isfinite(batch.x).all())
                 if ok:
-                    loss, logs, out = self._meta_loss(batch, gen, costs, step)
+                    loss, logs, out = self._meta_loss(batch, noise, costs, step, batch_g, local)
                     ok = bool(torch.isfinite(loss))
                 if ok:
                     opt.zero_grad(set_to_none=True)
@@ -500,11 +586,11 @@ class Trainer:
             model.load_state_dict(st["best_state"])
         return PhaseResult(4, epoch + 1, st["step"], st["best_val"], st["skipped"], st["history"])
 
-    def _meta_loss(self, batch: Split, gen: torch.Generator, costs: torch.Tensor, step: int
-                   ) -> tuple[torch.Tensor, dict[str, float], Any]:
+    def _meta_loss(self, batch: Split, noise: torch.Tensor | None, costs: torch.Tensor, step: int,
+                   batch_g: Split, local: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], Any]:
         """Actor-critic loss of one phase-4 batch (plus L_total when fine-tuning the backbone)."""
         pc, model = self.cfg.phase4, self.model
-        out = model(batch.x, depth=3, gate_mode="sample", generator=gen)
+        out = self.fwd(batch.x, depth=3, gate_mode="sample", noise=noise, with_value=True)
         per_sample = L.task_loss(out.pred, batch.y, batch.t, self.kind, reduction="none")  # (B,)
         r = L.reward(per_sample.detach() / self._loss_scale, out.gates, costs, pc.eta)  # (B,)
         # Self-critical baseline: the same sample's reward with every block run, from a no-grad
@@ -517,14 +603,15 @@ class Trainer:
             per_full = L.task_loss(full.pred, batch.y, batch.t, self.kind, reduction="none")
             r_full = L.reward(per_full / self._loss_scale, torch.ones_like(out.gates), costs, pc.eta)
         gain = r - r_full  # (B,)
-        v = model.utility.value(out.z.detach())  # (B,)
+        v = out.value  # (B,) the critic's V(z)
         adv = L.advantage(gain, v)
-        loss = L.actor_loss(out.u, out.gates, adv, pc.entropy_beta) + L.critic_loss(v, gain)
+        loss = ((L.actor_loss(out.u, out.gates, adv, pc.entropy_beta) + L.critic_loss(v, gain))
+                * self.ctx.scale(len(batch), len(batch_g)))
         logs = {"rl/reward": float(r.detach().mean()), "rl/value": float(v.detach().mean()),
                 "rl/gate_rate": float(out.gates.mean()), "rl/compute": float((out.gates * costs).sum(1).mean())}
         if pc.finetune_backbone:
             lam = {k: getattr(pc, f"lambda_{k}") for k in ("causal", "geometric", "dc", "dis", "stable")}
-            parts = compute_parts(model, out, batch, 4, lam, step, pc.stable_every)
+            parts = compute_parts(model, out, batch, 4, lam, step, pc.stable_every, self.ctx, batch_g, local)
             total_loss, _ = L.total_loss(parts, lam)
             loss = loss + total_loss
             logs["loss/total"] = float(total_loss.detach())
