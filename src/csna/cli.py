@@ -39,6 +39,17 @@ def _new_run_dir() -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .dist import init_from_env, shutdown
+
+    # Under torchrun (WORLD_SIZE > 1) join the process group; a plain run is rank 0 of 1.
+    ctx = init_from_env()
+    try:
+        return _train(args, ctx)
+    finally:
+        shutdown()
+
+
+def _train(args: argparse.Namespace, ctx) -> int:
     from .evaluate import write_metrics
     from .report import evaluate_and_report
     from .runner import check_run_dir, train_run
@@ -54,16 +65,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.out or args.overwrite:
             raise UsageError("--resume RUN_DIR continues that run in place; drop --out/--overwrite")
         rd = Path(args.resume)
-        check_run_dir(rd, resume=True)
+        if ctx.is_main:
+            check_run_dir(rd, resume=True)
         cfg = load_config(rd / "config.yaml", overrides, data_source=args.data)
     else:
         cfg = load_config(args.config, overrides, data_source=args.data)
+        if not args.out and ctx.enabled:
+            raise UsageError("a distributed run (torchrun) needs --out: every process must name the same run directory")
         rd = Path(args.out) if args.out else _new_run_dir()
-        check_run_dir(rd, overwrite=args.overwrite)
-    print(f"csna train: data={cfg.data.source} seed={cfg.train.seed} → {rd}"
-          + (" (resuming)" if args.resume else ""))
+        if ctx.is_main:
+            check_run_dir(rd, overwrite=args.overwrite)
+    if ctx.is_main:
+        print(f"csna train: data={cfg.data.source} seed={cfg.train.seed} → {rd}"
+              + (f" ({ctx.world} processes)" if ctx.enabled else "") + (" (resuming)" if args.resume else ""))
     run = train_run(cfg, run_dir=rd, progress=cfg.train.progress and not args.quiet, resume=bool(args.resume),
                     overwrite=args.overwrite)
+    if not ctx.is_main:  # rank 0 evaluates and writes the results
+        return 0
     imputed = getattr(run, "imputed", {})
     if imputed:
         cols = ", ".join(f"{c}: {n}" for c, n in imputed.items())

@@ -24,6 +24,7 @@ from . import checkpoint as ckpt
 from .config import Config, ConfigError, config_from_dict, dump_config
 from .data import CausalData, DataError, Preprocessor, ihdp, load_table, split_indices, synthetic
 from .data import validate as validate_data
+from .dist import current as dist_current
 from .logger import RunLogger
 from .model import CSNAModel
 from .phases import PHASES
@@ -36,7 +37,8 @@ PREPROCESS_FILE = "preprocess.json"
 
 def select_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # torchrun on GPUs: csna.dist.init_from_env has set this process's device (LOCAL_RANK).
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"config key 'train.device' is '{name}' but no CUDA device is available")
@@ -238,8 +240,9 @@ def train_run(cfg: Config, data: CausalData | None = None, run_dir: str | Path |
         torch.backends.cudnn.benchmark = False
     set_seed(cfg.train.seed)
     device = select_device(cfg.train.device)
+    ctx = dist_current()
     rd = Path(run_dir) if run_dir is not None else None
-    if rd is not None:
+    if rd is not None and ctx.is_main:
         check_run_dir(rd, resume=resume, overwrite=overwrite)
     if data is None:
         data = load_data(cfg)
@@ -277,7 +280,9 @@ def train_run(cfg: Config, data: CausalData | None = None, run_dir: str | Path |
             "outcome_type": prep.outcome_type, "data": data.name}
     imputed = {c: n for c, n in missing.items()} if cfg.data.impute else {}
     logger = RunLogger(None)
-    if rd is not None:
+    # In a data-parallel run only rank 0 writes (run directory, checkpoints, logs); every rank
+    # trains on its slice of each global batch (csna.dist).
+    if rd is not None and ctx.is_main:
         if overwrite and not resume and is_run_dir(rd):
             shutil.rmtree(rd)
         rd.mkdir(parents=True, exist_ok=True)
@@ -297,9 +302,9 @@ def train_run(cfg: Config, data: CausalData | None = None, run_dir: str | Path |
                                       purge_step=int(state.get("global_step", 0)) if state else 0)
         if imputed:
             logger.text("data/imputed", json.dumps(imputed))
-    bar = _progress_factory() if progress else None
+    bar = _progress_factory() if progress and ctx.is_main else None
     trainer = Trainer(model, cfg, to_split(prep, data, splits["train"], device),
-                      to_split(prep, data, splits["val"], device), rd, logger, meta, bar)
+                      to_split(prep, data, splits["val"], device), rd if ctx.is_main else None, logger, meta, bar)
     if state is None:
         phases = tuple(PHASES)
     elif state.get("done"):
@@ -316,7 +321,7 @@ def train_run(cfg: Config, data: CausalData | None = None, run_dir: str | Path |
     trained = tuple(n for n in PHASES if n in trainer.results or (rd is not None and (rd / PHASES[n].checkpoint).is_file()))
     run = Run(cfg, model, prep, splits, data, rd, trainer, trained)
     run.imputed = imputed  # type: ignore[attr-defined]
-    if rd is not None:
+    if rd is not None and ctx.is_main:
         history = {str(k): v.history for k, v in sorted(trainer.results.items())}
         (rd / "history.json").write_text(json.dumps({"phases": history, "imputed": imputed,
                                                      "skipped_batches": {str(k): v.skipped for k, v in
