@@ -213,3 +213,4 @@ def synthetic_chunks(n: int, p: int, seed: int, chunk_rows: int, *, k_latent: in
                              confounding=confounding, effect_heterogeneity=effect_heterogeneity, dtype=dtype)
         chunk.extra["start"] = start
         yield chunk
+        del chunk  # not alive while the next one is drawn
