@@ -182,6 +182,7 @@ def test_scan_table_samples_the_splits_and_reads_the_truth(tmp_path):
     ref = synthetic(3000, 4, seed=2)
     split = row_split(np.arange(3000), FRACTIONS, seed=0)
     assert scan.covariates == ["x0", "x1", "x2", "x3"] and scan.truth == ["mu0", "mu1"]
+    assert scan.stream_columns == ["x0", "x1", "x2", "x3", "treatment", "outcome"]
     assert scan.n_rows == 3000 and scan.rows_scanned < 3000  # stopped once the samples were full
     assert (scan.outcome_type, scan.n_treatments) == ("continuous", 2)
     train = np.flatnonzero(split == 0)[:500]

@@ -91,6 +91,11 @@ class TableScan:
     truth: list[str] = field(default_factory=list)
     rows_scanned: int = 0
 
+    @property
+    def stream_columns(self) -> list[str]:
+        """The columns a `StreamingTable` of this table reads: covariates, treatment, outcome."""
+        return [*self.covariates, self.treatment, self.outcome]
+
 
 def _roles(path: Path, names: list[str], treatment: str, outcome: str,
            covariates: list[str] | None) -> tuple[list[str], list[str]]:
@@ -261,7 +266,8 @@ class StreamingTable(torch.utils.data.IterableDataset):
     2 batch_size) by a numpy Generator seeded by (seed, epoch, worker), so a seed and epoch
     give the same order on every run, and the order does not depend on chunk_rows or on the
     file being CSV or Parquet. Batches are full except the last (>= 2 rows; B + 1 when one
-    row would be left). Memory is O(shuffle_rows + chunk_rows) rows.
+    row would be left). Memory is O(shuffle_rows + chunk_rows) rows, plus the Parquet row
+    group being decoded (the file's row group size, e.g. 262144 rows for `csna data synthetic`).
 
     Under a DataLoader with W workers (use batch_size=None there), worker w takes chunks
     w, w + W, ...; each reads the whole file but transforms only its chunks.
