@@ -114,6 +114,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
             run.splits = {"train": np.zeros(0, dtype=np.int64), "val": np.zeros(0, dtype=np.int64),
                           "test": np.arange(data.n)}
+    elif run.cfg.data.stream:
+        # A streamed run is evaluated, as at the end of training, on the samples one bounded scan
+        # keeps (csna.streaming); the whole table is never loaded.
+        from .streaming import eval_data, scan
+
+        data, run.splits = eval_data(scan(run.cfg))
+        check_compatible(run, data, run.cfg.data.source)
     else:
         data = load_data(run.cfg)
         check_compatible(run, data, run.cfg.data.source)

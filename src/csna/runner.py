@@ -189,6 +189,45 @@ def split_data(cfg: Config, data: CausalData) -> dict[str, np.ndarray]:
     return {"train": np.asarray(tr), "val": np.asarray(va), "test": np.asarray(te)}
 
 
+def stream_requested(cfg: Config, data: CausalData | None) -> bool:
+    if not cfg.data.stream:
+        return False
+    if data is not None or cfg.data.source in ("ihdp", "synthetic"):
+        raise ConfigError("data.stream reads a CSV or Parquet file chunk by chunk; data.source "
+                          f"'{cfg.data.source}' is built in memory (write it with `csna data synthetic`)")
+    if cfg.data.impute:
+        raise ConfigError("data.impute needs the training medians of the whole table; it is not available "
+                          "with data.stream (clean the file, or train without streaming)")
+    return True
+
+
+def _prepare_stream(cfg: Config, device: torch.device):
+    """(evaluation data, its split, preprocessing, training batch source, rows in the file) of
+    a streamed table (``csna.streaming``)."""
+    from . import streaming
+
+    sc = streaming.scan(cfg)
+    fit = streaming.fit_data(sc)
+    fit_idx = np.arange(len(fit.T))
+    check_splits(fit, {"train": fit_idx, "val": np.arange(len(sc.val.T))})
+    if len(sc.val.T) < 2 or len(sc.test.T) < 1:
+        raise DataError(f"{sc.path}: too few validation / test rows for data.split {list(cfg.data.split)}")
+    prep = fit_preparation(cfg, fit, fit_idx)
+    data, splits = streaming.eval_data(sc)
+    cov, treat, out = sc.covariates, sc.treatment, sc.outcome
+
+    def transform(df: pd.DataFrame):
+        y = df[out].to_numpy()
+        y = y.astype(np.int64) if prep.n_classes else ((y - prep.y_mean) / prep.y_std).astype(np.float32)
+        return prep.features(df[cov]), df[treat].to_numpy(np.int64), y
+
+    n_rows = streaming.count_rows(sc)
+    seed = cfg.data.split_seed if cfg.data.split_seed >= 0 else cfg.train.seed
+    n_train = streaming.count_split(n_rows, tuple(cfg.data.split), seed)
+    probe = to_split(prep, fit, fit_idx, device)
+    return data, splits, prep, streaming.StreamSource(cfg, sc, transform, n_train, probe, device), n_rows
+
+
 def check_splits(data: CausalData, splits: dict[str, np.ndarray]) -> None:
     """The checks that need the split: enough rows, every treatment group and every outcome
     class in the training part."""
@@ -244,11 +283,18 @@ def train_run(cfg: Config, data: CausalData | None = None, run_dir: str | Path |
     rd = Path(run_dir) if run_dir is not None else None
     if rd is not None and ctx.is_main:
         check_run_dir(rd, resume=resume, overwrite=overwrite)
-    if data is None:
+    streamed = stream_requested(cfg, data)
+    if streamed:
+        if resume:
+            raise ConfigError("a streamed run (data.stream) cannot be resumed; start it again with --overwrite")
+        data, splits, prep, train_source, n_rows = _prepare_stream(cfg, device)
+        missing = {}
+    elif data is None:
         data = load_data(cfg)
     else:
         validate_data(data, allow_missing=cfg.data.impute)
-    missing = missing_counts(data)
+    if not streamed:
+        missing = missing_counts(data)
     if missing and not cfg.data.impute:
         col, n_bad = next(iter(missing.items()))
         raise DataError(f"covariate '{col}' has {n_bad} NaN/Inf values in '{data.name}'; "
@@ -258,9 +304,10 @@ def train_run(cfg: Config, data: CausalData | None = None, run_dir: str | Path |
         state = resume_state(rd, device)
         if (rd / SPLITS_FILE).is_file():
             splits = read_splits(rd, data)
-    splits = splits or split_data(cfg, data)
-    check_splits(data, splits)
-    prep = fit_preparation(cfg, data, splits["train"])
+    if not streamed:
+        splits = splits or split_data(cfg, data)
+        check_splits(data, splits)
+        prep = fit_preparation(cfg, data, splits["train"])
     if resume and rd is not None and (rd / PREPROCESS_FILE).is_file():
         saved = json.loads((rd / PREPROCESS_FILE).read_text())
         if saved.get("preprocessor") != json.loads(json.dumps(prep.to_dict()["preprocessor"])):
@@ -303,7 +350,7 @@ def train_run(cfg: Config, data: CausalData | None = None, run_dir: str | Path |
         if imputed:
             logger.text("data/imputed", json.dumps(imputed))
     bar = _progress_factory() if progress and ctx.is_main else None
-    trainer = Trainer(model, cfg, to_split(prep, data, splits["train"], device),
+    trainer = Trainer(model, cfg, train_source if streamed else to_split(prep, data, splits["train"], device),
                       to_split(prep, data, splits["val"], device), rd if ctx.is_main else None, logger, meta, bar)
     if state is None:
         phases = tuple(PHASES)
