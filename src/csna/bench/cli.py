@@ -148,7 +148,39 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--p", type=int, default=25, help="covariates")
     for p in (i, s):
         p.set_defaults(func=cmd_bench, argv=None)
+    t = sub.add_parser("throughput", help="training and prediction speed, peak memory and MFU on a large table")
+    t.add_argument("--rows", type=int, default=1_000_000, help="rows of the synthetic table (default 1,000,000)")
+    t.add_argument("--cols", type=int, default=100, help="covariates (default 100)")
+    t.add_argument("--data", help="stream this Parquet/CSV file instead (treatment/outcome columns as "
+                                  "`csna data synthetic` writes them)")
+    t.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as train.threads)")
+    t.add_argument("--steps", type=int, default=200, help="timed steps per phase at batch 128 (a quarter at 1024)")
+    t.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    t.add_argument("--out", required=True, help="output directory (throughput.json)")
+    t.set_defaults(func=cmd_throughput, argv=None)
     return b
+
+
+def cmd_throughput(args: argparse.Namespace) -> int:
+    from . import throughput as TP
+
+    if args.rows < 10_000 or args.cols < 1 or args.steps < 20 or args.threads < 1:
+        raise ConfigError("need --rows >= 10000, --cols >= 1, --steps >= 20 and --threads >= 1")
+    source = val = None
+    note = "in-memory synthetic table"
+    if args.data:
+        from ..config import load_config
+        from ..runner import _prepare_stream, select_device, to_split
+
+        cfg = load_config(None, ["data.stream=true", "data.stream_eval_rows=4096"], data_source=args.data)
+        data, splits, prep, source, n_rows = _prepare_stream(cfg, select_device(args.device))
+        val = to_split(prep, data, splits["val"], source.device)
+        args.rows, note = n_rows, f"streamed from {args.data}"
+    res = TP.run(args.rows, args.cols, Path(args.out), threads=args.threads, steps=args.steps,
+                 device=args.device, source=source, val=val, note=note)
+    TP.print_table(res)
+    print(f"wrote {Path(args.out) / 'throughput.json'}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

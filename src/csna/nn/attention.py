@@ -134,7 +134,7 @@ class CausalAttention(nn.Module):
         # Softmax in fp32 so bf16 autocast does not flatten small score differences.
         work = torch.promote_types(s.dtype, torch.float32)
         attn = softmax_last(s.to(work))  # (B, h, k, k)
-        y = self.dropout(attn).to(v.dtype) @ v  # (B, h, k, dh)
+        y = self.dropout(attn).to(v.dtype) @ v.contiguous()  # (B, h, k, dh); strided v: slow CPU bmm
         y = y.transpose(1, 2).reshape(B, n, self.d)  # (B, k, d)
         return self.out(y), attn
 
