@@ -36,7 +36,7 @@ class DataConfig:
     impute: bool = False  # fill NaN covariates with training medians instead of failing
     stream: bool = False  # read a CSV / Parquet table chunk by chunk (bounded memory) instead of loading it
     stream_fit_rows: int = 100000  # streamed: training rows the preprocessing and outcome scaling are fitted on
-    stream_eval_rows: int = 50000  # streamed: validation and test rows kept in memory (each) for selection and metrics
+    stream_eval_rows: int = 20000  # streamed: validation and test rows kept in memory (each) for selection and metrics
     shuffle_rows: int = 262144  # streamed: rows of the shuffle buffer
     workers: int = 0  # streamed: DataLoader worker processes reading ahead (0: read in the training process)
     synthetic_n: int = 2000

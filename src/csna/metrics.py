@@ -316,6 +316,8 @@ def bootstrap_ci(
         confidence_level=1.0 - alpha,
         method="percentile",
         random_state=np.random.default_rng(seed),
+        # resamples in batches of ~2M values: all at once is n_boot × n (1.6 GB at n = 100k)
+        batch=max(1, min(n_boot, 2_000_000 // values.size)),
     )
     ci = res.confidence_interval
     return float(ci.low), float(ci.high)

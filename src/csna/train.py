@@ -27,6 +27,7 @@ from .phases import PHASES, get_phase, lambda_factor, lr_factor, warmup_steps
 from .resume import TrainingInterrupted, signals_saved, test_hook
 
 
+EVAL_BATCH = 8192  # rows per forward pass of the validation-type passes (bounded memory)
 LOSS_SCALE_ROWS = 50_000  # training rows the phase-4 reward's loss scale is measured on, at most
 
 
@@ -418,7 +419,7 @@ class Trainer:
                         st["sums"][k] = st["sums"].get(k, 0.0) + v
                     st["count"] += 1
                     if bar is not None:
-                        bar(float(total_loss))
+                        bar(float(total_loss.detach()))
                 sched.step()
                 st["step"] += 1
                 st["batch"] = b + 1
@@ -633,37 +634,46 @@ class Trainer:
         return z.mean(0), torch.cov(z.t())
 
     @torch.no_grad()
+    def _eval_pass(self, sp: Split, depth: int, gate_mode: str = "off") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(pred, gates) of the model in evaluation mode over ``sp``, EVAL_BATCH rows at a time,
+        so a large validation sample never becomes one huge batch."""
+        self.model.eval()
+        preds, gates = [], []
+        for i in range(0, len(sp), EVAL_BATCH):
+            out = self.model(sp.x[i:i + EVAL_BATCH], depth=depth, gate_mode=gate_mode)
+            preds.append(out.pred)
+            gates.append(out.gates)
+        g = torch.cat(gates) if gates and gates[0] is not None else None
+        return torch.cat(preds), g
+
+    @torch.no_grad()
     def validation_loss(self, depth: int, split: Split | None = None) -> float:
         """Factual loss on the validation split: the only model-selection signal (no
         counterfactual information is used)."""
-        self.model.eval()
         sp = self.val if split is None else split
-        out = self.model(sp.x, depth=depth)
-        return float(L.task_loss(out.pred, sp.y, sp.t, self.kind))
+        pred, _ = self._eval_pass(sp, depth)
+        return float(L.task_loss(pred, sp.y, sp.t, self.kind))
 
     @torch.no_grad()
     def mean_finite_loss(self, split: Split) -> float:
         """Mean factual loss of the full model over the rows whose loss is finite (a row with
         NaN covariates must not turn the reward's scale into NaN)."""
-        self.model.eval()
-        out = self.model(split.x, depth=3)
-        per = L.task_loss(out.pred, split.y, split.t, self.kind, reduction="none")
+        pred, _ = self._eval_pass(split, 3)
+        per = L.task_loss(pred, split.y, split.t, self.kind, reduction="none")
         per = per[torch.isfinite(per)]
         return float(per.mean()) if per.numel() else 1.0
 
     @torch.no_grad()
     def gated_validation_loss(self) -> float:
         """Factual validation loss of the model as it will be used: hard gates."""
-        self.model.eval()
-        out = self.model(self.val.x, depth=3, gate_mode="hard")
-        return float(L.task_loss(out.pred, self.val.y, self.val.t, self.kind))
+        pred, _ = self._eval_pass(self.val, 3, "hard")
+        return float(L.task_loss(pred, self.val.y, self.val.t, self.kind))
 
     @torch.no_grad()
     def validation_reward(self, costs: torch.Tensor, eta: float) -> float:
-        self.model.eval()
-        out = self.model(self.val.x, depth=3, gate_mode="hard")
-        per = L.task_loss(out.pred, self.val.y, self.val.t, self.kind, reduction="none")
-        return float(L.reward(per / getattr(self, "_loss_scale", 1.0), out.gates, costs, eta).mean())
+        pred, gates = self._eval_pass(self.val, 3, "hard")
+        per = L.task_loss(pred, self.val.y, self.val.t, self.kind, reduction="none")
+        return float(L.reward(per / getattr(self, "_loss_scale", 1.0), gates, costs, eta).mean())
 
     def save_phase_checkpoint(self, n: int) -> None:
         if self.run_dir is None:
