@@ -104,3 +104,14 @@ def test_full_disk_during_training_keeps_the_last_checkpoint(tmp_path, capsys, m
     assert not list(rd.glob(".*.tmp"))
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert main(["train", "--resume", str(rd), "--quiet", "--no-figures"]) == 0  # and it resumes
+
+
+@pytest.mark.parametrize("unit", ["train", "val"])
+def test_phase4_prices_eta_in_the_chosen_loss_unit(unit):
+    trainer, _, _ = _trainer([f"phase4.loss_unit={unit}"])
+    trainer.fit((1, 2, 3))
+    full_val = trainer.validation_loss(3)
+    full_train = trainer.mean_finite_loss(trainer.source.probe(10**6))
+    trainer.run_meta_phase()
+    assert trainer._loss_scale == pytest.approx(full_val if unit == "val" else full_train, rel=1e-6)
+    assert full_val != pytest.approx(full_train, rel=1e-3)  # the two units differ, so the test can fail

@@ -117,6 +117,7 @@ class Phase3Config(FullLossPhaseConfig):
 class Phase4Config(FullLossPhaseConfig):
     # lr is the actor's learning rate (and the backbone's when finetune_backbone is on)
     eta: float = 0.3  # price of running every block, in units of the full model's mean training loss
+    loss_unit: str = "train"  # the loss η is priced in: the full model's mean training ("train") or validation ("val") loss
     loss_tolerance: float = 0.02  # keep only controllers whose gated validation loss is within this of the full model's
     entropy_beta: float = 0.01
     collapse_entropy: float = 0.02  # warn when the utilities' mean binary entropy (bits) falls below this
@@ -175,6 +176,7 @@ VALID = {
     "scheduler": ("cosine", "plateau", "none"),
     "lambda_schedule": ("constant", "linear", "cosine"),
     "preset": ("auto", "none", "ihdp", "synthetic"),
+    "phase4.loss_unit": ("train", "val"),
 }
 
 

@@ -497,11 +497,13 @@ class Trainer:
         # within phase4.loss_tolerance of the same model with every block run. The starting
         # controller runs every block, so it is the fallback when no epoch qualifies.
         full_val = self.validation_loss(3)
-        # η is priced in units of the full model's mean training loss: R_b = −ℓ_b/ℓ̄ − η Σ C_i g_bi,
-        # so η = 0.05 means "skipping every block is worth a 5% higher loss", whatever the
-        # outcome's scale. (The raw −ℓ_b of design §3.5 is the same family with η' = η·ℓ̄.)
+        # η is priced in units of the full model's mean loss ℓ̄ (training or validation rows,
+        # phase4.loss_unit): R_b = −ℓ_b/ℓ̄ − η Σ C_i g_bi, so η = 0.05 means "skipping every block
+        # is worth a 5% higher loss", whatever the outcome's scale. (The raw −ℓ_b of design §3.5
+        # is the same family with η' = η·ℓ̄.)
         if "loss_scale" not in st:
-            st["loss_scale"] = max(self.mean_finite_loss(self.source.probe(LOSS_SCALE_ROWS)), 1e-8)
+            unit = full_val if pc.loss_unit == "val" else self.mean_finite_loss(self.source.probe(LOSS_SCALE_ROWS))
+            st["loss_scale"] = max(unit, 1e-8)
         self._loss_scale = st["loss_scale"]
         limit = full_val * (1.0 + pc.loss_tolerance) if full_val >= 0 else full_val * (1.0 - pc.loss_tolerance)
         if st["best_state"] is None and st["epoch"] == 0 and st["step"] == 0:
