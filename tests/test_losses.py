@@ -367,3 +367,19 @@ def test_mmd2_bandwidth_from_strided_subset_close_to_full_median():
     med = float(d[iu[0], iu[1]].median())
     full = L.mmd2_rbf(a, b, [med * s for s in (0.5, 1.0, 2.0, 4.0)]).item()
     assert L.mmd2_rbf(a, b).item() == pytest.approx(full, rel=0.03)
+
+
+def test_counterfactual_drift_reads_only_the_arms_not_received():
+    ref = torch.tensor([[0.0, 1.0, 2.0], [0.0, 0.0, 0.0]])
+    pred = torch.tensor([[5.0, 1.5, 2.0], [1.0, 2.0, 3.0]])
+    t = torch.tensor([0, 2])
+    # row 0 received arm 0 (its change of 5 is ignored): (0.5² + 0²) / 2; row 1 received arm 2: (1 + 4) / 2
+    torch.testing.assert_close(L.counterfactual_drift(pred, ref, t, "continuous"), torch.tensor([0.125, 2.5]))
+
+
+def test_counterfactual_drift_of_class_probabilities():
+    ref = torch.zeros(1, 2, 2)  # uniform probabilities in both arms
+    pred = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0]]])  # arm 1: p = (0.75, 0.25)
+    d = L.counterfactual_drift(pred, ref, torch.tensor([0]), "binary")
+    assert d.item() == pytest.approx(2 * 0.25**2)
+    assert L.counterfactual_drift(pred, ref, torch.tensor([1]), "binary").item() == pytest.approx(0.0)

@@ -116,8 +116,9 @@ class Phase3Config(FullLossPhaseConfig):
 @dataclass
 class Phase4Config(FullLossPhaseConfig):
     # lr is the actor's learning rate (and the backbone's when finetune_backbone is on)
-    eta: float = 0.3  # price of running every block, in units of the full model's mean training loss
-    loss_unit: str = "train"  # the loss η is priced in: the full model's mean training ("train") or validation ("val") loss
+    eta: float = 0.05  # price of running every block, in phase4.loss_unit
+    cf_weight: float = 1.0  # weight of the counterfactual arms' drift from the full model in the reward and the guard
+    loss_unit: str = "outcome"  # the loss η and loss_tolerance are priced in: the full model's mean training ("train") or validation ("val") loss, or the outcome's variance / class entropy ("outcome")
     loss_tolerance: float = 0.02  # keep only controllers whose gated validation loss is within this of the full model's
     entropy_beta: float = 0.01
     collapse_entropy: float = 0.02  # warn when the utilities' mean binary entropy (bits) falls below this
@@ -176,7 +177,7 @@ VALID = {
     "scheduler": ("cosine", "plateau", "none"),
     "lambda_schedule": ("constant", "linear", "cosine"),
     "preset": ("auto", "none", "ihdp", "synthetic"),
-    "phase4.loss_unit": ("train", "val"),
+    "phase4.loss_unit": ("train", "val", "outcome"),
 }
 
 
@@ -284,6 +285,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'phase3.block_drop' must be in [0, 1), got {cfg.phase3.block_drop}")
     if cfg.phase4.eta < 0:
         raise ConfigError(f"config key 'phase4.eta' must be >= 0, got {cfg.phase4.eta}")
+    if cfg.phase4.cf_weight < 0:
+        raise ConfigError(f"config key 'phase4.cf_weight' must be >= 0, got {cfg.phase4.cf_weight}")
     if cfg.train.batch_size < 2:
         raise ConfigError(f"config key 'train.batch_size' must be >= 2, got {cfg.train.batch_size}")
     if cfg.train.grad_clip <= 0:

@@ -34,6 +34,7 @@ __all__ = [
     "laplacian_smoothness",
     "dag_penalty",
     "mmd2_rbf",
+    "counterfactual_drift",
     "discrepancy",
     "jacobian_penalty",
     "total_loss",
@@ -73,6 +74,33 @@ def factual(pred: Tensor, t: Tensor) -> Tensor:
         ``(B,)`` or ``(B, C)``: ``pred[b, t_b]``.
     """
     return pred[torch.arange(pred.shape[0], device=pred.device), t]
+
+
+def counterfactual_drift(pred: Tensor, ref: Tensor, t: Tensor, outcome_type: str) -> Tensor:
+    """Per sample, how far the predictions for the treatments a unit did *not* receive moved
+    from a reference model's (the same model with every block run): the mean over those arms of
+    the squared difference of standardised means, or of class probabilities summed over classes.
+
+    The factual task loss cannot see these arms, so a gate that leaves the factual prediction
+    alone but moves a counterfactual one would cost nothing, while individual effects
+    τ̂ = μ̂₁ − μ̂₀ depend on both. No counterfactual outcome is used: the reference is the model.
+
+    Args:
+        pred, ref: ``(B, K)`` means or ``(B, K, C)`` logits.
+        t: ``(B,)`` received treatments.
+        outcome_type: "continuous", "binary" or "multiclass".
+
+    Returns:
+        ``(B,)``.
+    """
+    _check_outcome_type(outcome_type)
+    if outcome_type == "continuous":
+        sq = (pred - ref).pow(2)  # (B, K)
+    else:
+        sq = (torch.softmax(pred, -1) - torch.softmax(ref, -1)).pow(2).sum(-1)  # (B, K)
+    K = sq.shape[1]
+    other = torch.ones_like(sq).scatter_(1, t[:, None], 0.0)  # (B, K) 1 on the arms not received
+    return (sq * other).sum(1) / max(K - 1, 1)
 
 
 def task_loss(

@@ -502,10 +502,18 @@ class Trainer:
         # is worth a 5% higher loss", whatever the outcome's scale. (The raw −ℓ_b of design §3.5
         # is the same family with η' = η·ℓ̄.)
         if "loss_scale" not in st:
-            unit = full_val if pc.loss_unit == "val" else self.mean_finite_loss(self.source.probe(LOSS_SCALE_ROWS))
+            if pc.loss_unit == "outcome":
+                unit = self.outcome_loss_unit()
+            elif pc.loss_unit == "val":
+                unit = full_val
+            else:
+                unit = self.mean_finite_loss(self.source.probe(LOSS_SCALE_ROWS))
             st["loss_scale"] = max(unit, 1e-8)
         self._loss_scale = st["loss_scale"]
-        limit = full_val * (1.0 + pc.loss_tolerance) if full_val >= 0 else full_val * (1.0 - pc.loss_tolerance)
+        # The guard allows loss_tolerance of the same unit: relative to the full model's loss for
+        # "train"/"val", of the outcome's own loss scale for "outcome".
+        slack = st["loss_scale"] if pc.loss_unit == "outcome" else abs(full_val)
+        limit = full_val + pc.loss_tolerance * slack
         if st["best_state"] is None and st["epoch"] == 0 and st["step"] == 0:
             st["best_val"] = self.validation_reward(costs, pc.eta) if self.gated_validation_loss() <= limit else -math.inf
             st["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -595,6 +603,10 @@ class Trainer:
         pc, model = self.cfg.phase4, self.model
         out = self.fwd(batch.x, depth=3, gate_mode="sample", noise=noise, with_value=True)
         per_sample = L.task_loss(out.pred, batch.y, batch.t, self.kind, reduction="none")  # (B,)
+        with torch.no_grad():
+            full = model(batch.x, depth=3, gate_mode="off")
+        if pc.cf_weight > 0:  # the counterfactual arms must not drift from the full model's
+            per_sample = per_sample + pc.cf_weight * L.counterfactual_drift(out.pred, full.pred, batch.t, self.kind)
         r = L.reward(per_sample.detach() / self._loss_scale, out.gates, costs, pc.eta)  # (B,)
         # Self-critical baseline: the same sample's reward with every block run, from a no-grad
         # pass. Each sample's own difficulty cancels out of the advantage, which leaves the effect
@@ -602,7 +614,6 @@ class Trainer:
         # Without it the per-sample loss noise swamped the compute signal and the gate rate
         # drifted up instead of down.
         with torch.no_grad():
-            full = model(batch.x, depth=3, gate_mode="off")
             per_full = L.task_loss(full.pred, batch.y, batch.t, self.kind, reduction="none")
             r_full = L.reward(per_full / self._loss_scale, torch.ones_like(out.gates), costs, pc.eta)
         gain = r - r_full  # (B,)
@@ -666,15 +677,36 @@ class Trainer:
         return float(per.mean()) if per.numel() else 1.0
 
     @torch.no_grad()
+    def outcome_loss_unit(self) -> float:
+        """The loss of knowing nothing about x: the variance of the (standardised) training
+        outcome, or the cross-entropy of the training class frequencies."""
+        y = self.source.probe(LOSS_SCALE_ROWS).y
+        if self.kind == "continuous":
+            return float(y.float().var()) if len(y) > 1 else 1.0
+        freq = torch.bincount(y, minlength=max(self.model.n_classes, 2)).double()
+        freq = freq[freq > 0] / freq.sum()
+        return float(-(freq * freq.log()).sum())
+
+    @torch.no_grad()
     def gated_validation_loss(self) -> float:
         """Factual validation loss of the model as it will be used: hard gates."""
-        pred, _ = self._eval_pass(self.val, 3, "hard")
-        return float(L.task_loss(pred, self.val.y, self.val.t, self.kind))
+        return float(self._gated_validation_losses()[0].mean())
+
+    @torch.no_grad()
+    def _gated_validation_losses(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per validation row: the gated model's factual loss plus phase4.cf_weight × its
+        counterfactual drift from the full model (n_val,), and the gates (n_val, n)."""
+        pred, gates = self._eval_pass(self.val, 3, "hard")
+        per = L.task_loss(pred, self.val.y, self.val.t, self.kind, reduction="none")
+        w = self.cfg.phase4.cf_weight
+        if w > 0:
+            ref, _ = self._eval_pass(self.val, 3, "off")
+            per = per + w * L.counterfactual_drift(pred, ref, self.val.t, self.kind)
+        return per, gates
 
     @torch.no_grad()
     def validation_reward(self, costs: torch.Tensor, eta: float) -> float:
-        pred, gates = self._eval_pass(self.val, 3, "hard")
-        per = L.task_loss(pred, self.val.y, self.val.t, self.kind, reduction="none")
+        per, gates = self._gated_validation_losses()
         return float(L.reward(per / getattr(self, "_loss_scale", 1.0), gates, costs, eta).mean())
 
     def save_phase_checkpoint(self, n: int) -> None:
