@@ -287,7 +287,7 @@ def train_run(cfg: Config, data: CausalData | None = None, run_dir: str | Path |
     if streamed:
         if resume:
             raise ConfigError("a streamed run (data.stream) cannot be resumed; start it again with --overwrite")
-        data, splits, prep, train_source, n_rows = _prepare_stream(cfg, device)
+        data, splits, prep, train_source, _ = _prepare_stream(cfg, device)
         missing = {}
     elif data is None:
         data = load_data(cfg)

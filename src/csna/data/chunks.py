@@ -8,7 +8,6 @@ as in `csna.data.tables`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from csna.data.tables import _PARQUET_SUFFIXES, DataError
+from csna.data.tables import DataError, check_path  # noqa: F401 (check_path is part of this module's API)
 
 _MASK64 = (1 << 64) - 1
 
@@ -61,20 +60,6 @@ def row_split(index: np.ndarray, fractions: tuple[float, float, float], seed: in
 
 
 # ---------------------------------------------------------------- reading chunks
-
-def check_path(path) -> tuple[Path, str]:
-    path = Path(os.fspath(path))
-    if not path.exists():
-        raise DataError(f"table not found: {path}")
-    if path.is_dir():
-        raise DataError(f"expected a table file, got a directory: {path}")
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", *_PARQUET_SUFFIXES):
-        raise DataError(f"unknown table format '{suffix}' of {path}; use .csv, .parquet or .pq")
-    if path.stat().st_size == 0:
-        raise DataError(f"table is empty: {path}")
-    return path, "csv" if suffix == ".csv" else "parquet"
-
 
 def _csv_block_size(path: Path, chunk_rows: int) -> int:
     """Bytes per CSV block so that a block holds about chunk_rows rows (estimated from the first MiB)."""

@@ -181,12 +181,11 @@ def validate(data: CausalData, allow_missing: bool = False) -> None:
         raise DataError(f"mu in {where} has shape {data.mu.shape}, expected {(data.n, data.n_treatments)}")
 
 
-def read_frame(path) -> pd.DataFrame:
-    """Reads a whole CSV or Parquet table (chosen by extension), e.g. new rows to predict.
+def check_path(path) -> tuple[Path, str]:
+    """(path, "csv" or "parquet") of an existing, non-empty table file.
 
     Raises:
-        DataError: missing file, a directory, an unknown extension, an unreadable or
-            empty table.
+        DataError: missing file, a directory, an unknown extension or an empty file.
     """
     path = Path(os.fspath(path))
     if not path.exists():
@@ -198,8 +197,19 @@ def read_frame(path) -> pd.DataFrame:
         raise DataError(f"unknown table format '{suffix}' of {path}; use .csv, .parquet or .pq")
     if path.stat().st_size == 0:
         raise DataError(f"table is empty: {path}")
+    return path, "csv" if suffix == ".csv" else "parquet"
+
+
+def read_frame(path) -> pd.DataFrame:
+    """Reads a whole CSV or Parquet table (chosen by extension), e.g. new rows to predict.
+
+    Raises:
+        DataError: missing file, a directory, an unknown extension, an unreadable or
+            empty table.
+    """
+    path, kind = check_path(path)
     try:
-        df = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+        df = pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError, ValueError) as err:
         raise DataError(f"cannot read {path}: {str(err).splitlines()[0]}") from err
     if len(df) == 0:
