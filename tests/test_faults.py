@@ -115,3 +115,22 @@ def test_phase4_prices_eta_in_the_chosen_loss_unit(unit):
     trainer.run_meta_phase()
     assert trainer._loss_scale == pytest.approx(full_val if unit == "val" else full_train, rel=1e-6)
     assert full_val != pytest.approx(full_train, rel=1e-3)  # the two units differ, so the test can fail
+
+
+def test_ate_drift_is_the_shift_of_the_average_effect_under_the_gates():
+    trainer, _, _ = _trainer([])
+    trainer.fit((1, 2, 3))
+    model, val = trainer.model, trainer.val
+    last = model.utility.actor[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(20.0)  # every block runs: the gated model is the full model
+    assert trainer.ate_drift() == 0.0
+    with torch.no_grad():
+        last.bias.fill_(-20.0)  # every block skipped
+        model.eval()
+        full = model(val.x, depth=3).pred
+        none = model(val.x, depth=3, gate_mode="given", gates=torch.zeros(len(val), model.n_blocks)).pred
+    expected = abs(float((none[:, 1] - none[:, 0]).mean() - (full[:, 1] - full[:, 0]).mean()))
+    assert expected > 1e-4  # skipping every block does move the ATE here, so the test can fail
+    assert trainer.ate_drift() == pytest.approx(expected, rel=1e-5)

@@ -117,6 +117,7 @@ class Phase3Config(FullLossPhaseConfig):
 class Phase4Config(FullLossPhaseConfig):
     # lr is the actor's learning rate (and the backbone's when finetune_backbone is on)
     eta: float = 0.05  # price of running every block, in phase4.loss_unit
+    ate_tolerance: float = 0.02  # keep only controllers that move the validation rows' average effect by at most this (standardised outcome units, or probability)
     cf_weight: float = 1.0  # weight of the counterfactual arms' drift from the full model in the reward and the guard
     loss_unit: str = "outcome"  # the loss η and loss_tolerance are priced in: the full model's mean training ("train") or validation ("val") loss, or the outcome's variance / class entropy ("outcome")
     loss_tolerance: float = 0.02  # keep only controllers whose gated validation loss is within this of the full model's
@@ -285,6 +286,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'phase3.block_drop' must be in [0, 1), got {cfg.phase3.block_drop}")
     if cfg.phase4.eta < 0:
         raise ConfigError(f"config key 'phase4.eta' must be >= 0, got {cfg.phase4.eta}")
+    if cfg.phase4.ate_tolerance < 0:
+        raise ConfigError(f"config key 'phase4.ate_tolerance' must be >= 0, got {cfg.phase4.ate_tolerance}")
     if cfg.phase4.cf_weight < 0:
         raise ConfigError(f"config key 'phase4.cf_weight' must be >= 0, got {cfg.phase4.cf_weight}")
     if cfg.train.batch_size < 2:

@@ -515,7 +515,8 @@ class Trainer:
         slack = st["loss_scale"] if pc.loss_unit == "outcome" else abs(full_val)
         limit = full_val + pc.loss_tolerance * slack
         if st["best_state"] is None and st["epoch"] == 0 and st["step"] == 0:
-            st["best_val"] = self.validation_reward(costs, pc.eta) if self.gated_validation_loss() <= limit else -math.inf
+            ok = self.gated_validation_loss() <= limit and self.ate_drift() <= pc.ate_tolerance
+            st["best_val"] = self.validation_reward(costs, pc.eta) if ok else -math.inf
             st["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         bar = self.progress(total, "phase 4") if self.progress else None
         all_params = [p for g in groups_ for p in g["params"]]
@@ -576,13 +577,14 @@ class Trainer:
                           f"or change phase4.eta", file=sys.stderr)
             val_reward = self.validation_reward(costs, pc.eta)
             val_loss = self.gated_validation_loss()
+            drift = self.ate_drift()
             rec = {k: v / max(st["count"], 1) for k, v in st["sums"].items()}
             rec.update({"epoch": epoch + 1, "val/reward": val_reward, "val/task_gated": val_loss,
-                        "val/task_full": full_val, "skipped": st["skipped"]})
+                        "val/task_full": full_val, "val/ate_drift": drift, "skipped": st["skipped"]})
             st["history"].append(rec)
             self.logger.scalars({"val/reward": val_reward, "val/task_gated": val_loss,
                                  "train/skipped_batches": st["skipped"]}, self.global_step)
-            if val_loss <= limit and val_reward > st["best_val"] + 1e-6:
+            if val_loss <= limit and drift <= pc.ate_tolerance and val_reward > st["best_val"] + 1e-6:
                 st["best_val"] = val_reward
                 st["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             st.update(epoch=epoch + 1, batch=0, sums={}, count=0, u_epoch=[])
@@ -675,6 +677,20 @@ class Trainer:
         per = L.task_loss(pred, split.y, split.t, self.kind, reduction="none")
         per = per[torch.isfinite(per)]
         return float(per.mean()) if per.numel() else 1.0
+
+    @torch.no_grad()
+    def ate_drift(self) -> float:
+        """How far gating moves the average effect on the validation rows: the largest
+        |mean(μ̂_k − μ̂_0) gated − the same with every block run| over treatments k, in
+        standardised outcome units (probabilities for a classification outcome). Per-sample
+        losses cannot see a small shift that every sample shares, yet it is all of the ATE's error.
+        No outcome is used: the reference is the model itself."""
+        g, _ = self._eval_pass(self.val, 3, "hard")
+        f, _ = self._eval_pass(self.val, 3, "off")
+        if self.kind != "continuous":  # probability of the last class
+            g, f = torch.softmax(g, -1)[..., -1], torch.softmax(f, -1)[..., -1]
+        eff_g, eff_f = (g - g[:, :1]).mean(0), (f - f[:, :1]).mean(0)  # (K,)
+        return float((eff_g - eff_f).abs().max())
 
     @torch.no_grad()
     def outcome_loss_unit(self) -> float:
