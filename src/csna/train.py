@@ -497,10 +497,11 @@ class Trainer:
         # within phase4.loss_tolerance of the same model with every block run. The starting
         # controller runs every block, so it is the fallback when no epoch qualifies.
         full_val = self.validation_loss(3)
-        # η is priced in units of the full model's mean loss ℓ̄ (training or validation rows,
-        # phase4.loss_unit): R_b = −ℓ_b/ℓ̄ − η Σ C_i g_bi, so η = 0.05 means "skipping every block
-        # is worth a 5% higher loss", whatever the outcome's scale. (The raw −ℓ_b of design §3.5
-        # is the same family with η' = η·ℓ̄.)
+        # η is priced in a loss unit ℓ̄ (phase4.loss_unit): R_b = −ℓ_b/ℓ̄ − η Σ C_i g_bi. With
+        # "outcome" (default) ℓ̄ is the outcome's own variance / class entropy, so η = 0.05 means
+        # "running every block is worth 5% of the outcome's variance" on every data set; "train"
+        # and "val" use the full model's mean loss. (The raw −ℓ_b of design §3.5 is the same
+        # family with η' = η·ℓ̄.)
         if "loss_scale" not in st:
             if pc.loss_unit == "outcome":
                 unit = self.outcome_loss_unit()
