@@ -194,12 +194,18 @@ def test_scan_table_samples_the_splits_and_reads_the_truth(tmp_path):
     np.testing.assert_array_equal(scan.val.ite_true, ref.ite_true[np.flatnonzero(split == 1)[:100]])
 
 
+def _corrupted(path, n, row, column, value):
+    """A table of n rows with one cell set to value, written to path; (path, frame)."""
+    df = _table(n)
+    df.loc[row, column] = value
+    _write(df, path)
+    return path, df
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_nan_covariate_names_column_file_and_global_row(tmp_path, suffix):
-    df = _table(2000)  # a CSV of several 16 KiB blocks, the smallest the reader uses
-    df.loc[1250, "x1"] = np.nan
-    path = tmp_path / f"bad{suffix}"
-    _write(df, path)
+    # a CSV of several 16 KiB blocks, the smallest the reader uses
+    path, _ = _corrupted(tmp_path / f"bad{suffix}", 2000, 1250, "x1", np.nan)
     with pytest.raises(DataError, match=r"covariate 'x1' in .*bad.* at data row 1251$"):
         scan_table(path, treatment="t", outcome="y", chunk_rows=100)
     with pytest.raises(DataError, match=r"'x1' in .*bad.* at data row 1251$"):
@@ -208,10 +214,7 @@ def test_nan_covariate_names_column_file_and_global_row(tmp_path, suffix):
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_treatment_errors_name_the_value_and_row(tmp_path, suffix):
-    df = _table(300)
-    df.loc[123, "t"] = 3
-    path = tmp_path / f"t{suffix}"
-    _write(df, path)
+    path, df = _corrupted(tmp_path / f"t{suffix}", 300, 123, "t", 3)
     with pytest.raises(DataError, match=r"treatment 't' in .* 0\.\.2, got \[0, 1, 3\] \(value 3 first at data row 124\)"):
         scan_table(path, treatment="t", outcome="y", chunk_rows=50)
     with pytest.raises(DataError, match=r"treatment 't' .* 0\.\.1, got 3 at data row 124"):
