@@ -15,6 +15,7 @@ from pathlib import Path
 from .checkpoint import CheckpointError
 from .config import ConfigError, load_config
 from .data import DataError
+from .perf import tune_malloc
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError)
 
@@ -247,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_malloc()
     try:
         return args.func(args)
     except USER_ERRORS + (UsageError, RunDirError, TrainingError) as exc:

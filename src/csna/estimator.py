@@ -30,6 +30,7 @@ from . import metrics as M
 from .config import Config, ConfigError, _apply, _nest, dump_config, load_config
 from .config import validate as validate_config
 from .data import CausalData, DataError, split_indices, validate
+from .perf import tune_malloc
 from .phases import PHASES
 from .predict import predict_features, select_covariates
 from .runner import PREPROCESS_FILE, SPLITS_FILE, Run, environment, load_run, train_run
@@ -57,6 +58,7 @@ class CSNAEstimator:
         self.config = config
         self._overrides = dict(overrides)
         self._resolve()  # fail on a bad key now, not after a long fit
+        tune_malloc()
 
     # ------------------------------------------------------------------ config
     def _resolve(self) -> Config:

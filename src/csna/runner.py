@@ -27,6 +27,7 @@ from .data import validate as validate_data
 from .dist import current as dist_current
 from .logger import RunLogger
 from .model import CSNAModel
+from .perf import tune_malloc
 from .phases import PHASES
 from .resume import (RUN_MARKERS, SPLITS_FILE, RunDirError, check_resumable, check_run_dir,  # noqa: F401
                      completed_phases, is_run_dir, read_splits, resume_state)
@@ -268,6 +269,7 @@ def train_run(cfg: Config, data: CausalData | None = None, run_dir: str | Path |
         TrainingError: training cannot go on (non-finite losses); TrainingInterrupted: SIGINT or
         SIGTERM, after saving the latest state.
     """
+    tune_malloc()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     if cfg.train.checkpoint_every < 0:

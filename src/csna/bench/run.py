@@ -21,6 +21,7 @@ import yaml
 
 from ..config import Config, ConfigError, load_config, parse_override
 from ..data import CausalData, ihdp, synthetic
+from ..perf import tune_malloc
 
 ABLATIONS = ("phase1-only", "no-lattice", "sequence-rope", "no-rope", "lambda1-0", "no-reg", "gates-off")
 ABLATION_DIR = Path(__file__).resolve().parents[3] / "configs" / "ablations"
@@ -147,6 +148,7 @@ def run_task(task: Task) -> dict[str, Any]:
     import torch
     from threadpoolctl import threadpool_limits
 
+    tune_malloc()
     torch.set_num_threads(1)
     row: dict[str, Any] = {"estimator": task.estimator, "replication": task.replication}
     try:
