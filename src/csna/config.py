@@ -143,6 +143,9 @@ class TrainConfig:
     max_steps: int = 0  # 0 = no cap (per phase)
     standardize_outcome: bool = True
     progress: bool = True
+    # Training forward/backward under torch.autocast: "bf16" (matmuls in bfloat16; fastest on
+    # CUDA) or "fp32". Evaluation and prediction always run in fp32.
+    precision: str = "fp32"
 
 
 @dataclass
@@ -179,6 +182,7 @@ VALID = {
     "lambda_schedule": ("constant", "linear", "cosine"),
     "preset": ("auto", "none", "ihdp", "synthetic"),
     "phase4.loss_unit": ("train", "val", "outcome"),
+    "train.precision": ("fp32", "bf16"),
 }
 
 

@@ -266,6 +266,12 @@ class Trainer:
         u = torch.rand(n_global, self.model.n_blocks, generator=gen)  # (N, n)
         return u.to(local.device)[local]
 
+    def autocast(self) -> torch.autocast:
+        """The training step's precision (``train.precision``): bf16 autocast or plain fp32.
+        Gradients and optimizer state stay fp32 either way; bf16 needs no loss scaling."""
+        return torch.autocast(self.source.device.type, dtype=torch.bfloat16,
+                              enabled=self.cfg.train.precision == "bf16")
+
     def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
         t = self.cfg.train
         # fused AdamW where the device supports it (fewer kernel launches on CUDA).
@@ -384,16 +390,17 @@ class Trainer:
                 batch, local = self._local(batch_g)
                 lam = {k: getattr(pc, f"lambda_{k}") * lambda_factor(step, warm, pc.lambda_schedule)
                        for k in ("causal", "geometric", "dc", "dis", "stable")}
-                if drop > 0:  # stochastic depth: the backbone learns to do without skipped blocks
-                    out = self.fwd(batch.x, depth=ph.depth, gate_mode="drop", drop_rate=drop,
-                                   noise=self._noise(gen, len(batch_g), local))
-                else:
-                    out = self.fwd(batch.x, depth=ph.depth)
-                parts = compute_parts(model, out, batch, n, lam, step, getattr(pc, "stable_every", 1),
-                                      self.ctx, batch_g, local)
-                total_loss, reg = L.total_loss(parts, lam)
-                prop_loss = (nn.functional.cross_entropy(out.prop_logits, batch.t)
-                             * self.ctx.scale(len(batch), len(batch_g)))
+                with self.autocast():
+                    if drop > 0:  # stochastic depth: the backbone learns to do without skipped blocks
+                        out = self.fwd(batch.x, depth=ph.depth, gate_mode="drop", drop_rate=drop,
+                                       noise=self._noise(gen, len(batch_g), local))
+                    else:
+                        out = self.fwd(batch.x, depth=ph.depth)
+                    parts = compute_parts(model, out, batch, n, lam, step, getattr(pc, "stable_every", 1),
+                                          self.ctx, batch_g, local)
+                    total_loss, reg = L.total_loss(parts, lam)
+                    prop_loss = (nn.functional.cross_entropy(out.prop_logits, batch.t)
+                                 * self.ctx.scale(len(batch), len(batch_g)))
                 ok = bool(torch.isfinite(total_loss))
                 gnorm = torch.tensor(float("nan"))
                 if ok:
@@ -534,7 +541,8 @@ class Trainer:
                 # Non-finite inputs are skipped before the forward: NaN utilities cannot be sampled.
                 ok = bool(torch.isfinite(batch.x).all())
                 if ok:
-                    loss, logs, out = self._meta_loss(batch, noise, costs, step, batch_g, local)
+                    with self.autocast():
+                        loss, logs, out = self._meta_loss(batch, noise, costs, step, batch_g, local)
                     ok = bool(torch.isfinite(loss))
                 if ok:
                     opt.zero_grad(set_to_none=True)

@@ -156,6 +156,8 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as train.threads)")
     t.add_argument("--steps", type=int, default=200, help="timed steps per phase at batch 128 (a quarter at 1024)")
     t.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    t.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="training precision (train.precision); prediction is timed in fp32")
     t.add_argument("--out", required=True, help="output directory (throughput.json)")
     t.set_defaults(func=cmd_throughput, argv=None)
     return b
@@ -177,7 +179,7 @@ def cmd_throughput(args: argparse.Namespace) -> int:
         val = to_split(prep, data, splits["val"], source.device)
         args.rows, note = n_rows, f"streamed from {args.data}"
     res = TP.run(args.rows, args.cols, Path(args.out), threads=args.threads, steps=args.steps,
-                 device=args.device, source=source, val=val, note=note)
+                 device=args.device, source=source, val=val, note=note, precision=args.precision)
     TP.print_table(res)
     print(f"wrote {Path(args.out) / 'throughput.json'}")
     return 0

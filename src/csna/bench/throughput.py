@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..config import Config
 from ..data import synthetic
 from ..model import CSNAModel
+from ..perf import tune_malloc
 from ..train import Split, Trainer, compute_parts
 from .. import losses as L
 
@@ -142,7 +143,8 @@ def predict_rate(model: CSNAModel, x: torch.Tensor, batch_size: int = 4096, gate
 
 
 def run(rows: int, cols: int, out: Path, *, seed: int = 0, threads: int = 1, steps: int = 200,
-        device: str = "auto", source=None, val: Split | None = None, note: str = "") -> dict[str, Any]:
+        device: str = "auto", source=None, val: Split | None = None, note: str = "",
+        precision: str = "fp32") -> dict[str, Any]:
     """Measure and write ``out/throughput.json``; returns the figures.
 
     Args:
@@ -151,6 +153,7 @@ def run(rows: int, cols: int, out: Path, *, seed: int = 0, threads: int = 1, ste
     """
     from ..runner import select_device
 
+    tune_malloc()
     torch.set_num_threads(threads)
     dev = select_device(device)
     torch.manual_seed(seed)
@@ -161,6 +164,7 @@ def run(rows: int, cols: int, out: Path, *, seed: int = 0, threads: int = 1, ste
         train, p = source, val.x.shape[1]
     cfg = Config()
     cfg.train.threads = threads
+    cfg.train.precision = precision
     cfg.train.progress = False
     model = CSNAModel(p, 2, 0, cfg.model).to(dev)
 
@@ -176,6 +180,7 @@ def run(rows: int, cols: int, out: Path, *, seed: int = 0, threads: int = 1, ste
     peak = matmul_peak_gflops(dev)
     res = {
         "rows": rows, "cols": p, "device": str(dev), "threads": threads, "seed": seed,
+        "precision": precision, "device_name": (torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"),
         "train_samples_per_s_b128": b128,
         "train_samples_per_s_b1024": b1024,
         "train_samples_per_s_by_phase": by_phase,
