@@ -7,7 +7,9 @@ batch 4096.
 
 Usage:
     python benchmarks/compute_tradeoff.py --etas 0,0.02,0.05,0.1,0.2 --reps 0-9 --out bench_compute
-Writes OUT/tradeoff.csv, OUT/tradeoff.md and OUT/tradeoff.png, and prints the table.
+    python benchmarks/compute_tradeoff.py --merge A/tradeoff.csv B/tradeoff.csv --out ALL
+Writes OUT/tradeoff.csv, OUT/tradeoff.md and OUT/tradeoff.png, and prints the table; --merge
+only summarises runs made side by side (one process per core) into one table and plot.
 """
 
 from __future__ import annotations
@@ -53,10 +55,14 @@ def main() -> None:
     ap.add_argument("--synthetic-reps", default="0-2")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--out", default="bench_compute")
+    ap.add_argument("--merge", nargs="+", metavar="CSV", help="summarise these tradeoff.csv files instead of training")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        summarise(pd.concat([pd.read_csv(f) for f in args.merge], ignore_index=True), out)
+        return
     rows = []
     for eta in [float(e) for e in args.etas.split(",")]:
         for task, reps in (("ihdp", parse_reps(args.reps)), ("synthetic-binary", parse_reps(args.synthetic_reps))):
@@ -78,19 +84,24 @@ def main() -> None:
                              "auc_out": m.get("auc_out"), "auc_out_full": m.get("auc_out_full"),
                              "wall_full_us": w_full, "wall_gated_us": w_gated})
                 print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
-    df = pd.DataFrame(rows)
+    summarise(pd.DataFrame(rows), out)
+
+
+def summarise(df: pd.DataFrame, out: Path) -> None:
+    """tradeoff.csv, the mean ± s.e. table (tradeoff.md) and the plot (tradeoff.png)."""
+    df = df.sort_values(["task", "eta", "replication"])
     df.to_csv(out / "tradeoff.csv", index=False)
     g = df.groupby(["task", "eta"])
     agg = g.agg(["mean", "sem"])
-    lines = ["| task | η | FLOPs reduction | √PEHE_out gated | √PEHE_out full | AUC gated | AUC full | µs/sample full | µs/sample gated |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for (task, eta), _ in g:
+    lines = ["| task | η | runs | FLOPs reduction | √PEHE_out gated | √PEHE_out full | AUC gated | AUC full | µs/sample full | µs/sample gated |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (task, eta), rows_ in g:
         a = agg.loc[(task, eta)]
 
         def f(col):
             mu, se = a[(col, "mean")], a[(col, "sem")]
             return "–" if pd.isna(mu) else f"{mu:.3f} ± {0 if pd.isna(se) else se:.3f}"
-        lines.append(f"| {task} | {eta:g} | {f('flops_reduction')} | {f('sqrt_pehe_out')} | {f('sqrt_pehe_out_full')} | "
+        lines.append(f"| {task} | {eta:g} | {len(rows_)} | {f('flops_reduction')} | {f('sqrt_pehe_out')} | {f('sqrt_pehe_out_full')} | "
                      f"{f('auc_out')} | {f('auc_out_full')} | {f('wall_full_us')} | {f('wall_gated_us')} |")
     table = "\n".join(lines)
     (out / "tradeoff.md").write_text(table + "\n")

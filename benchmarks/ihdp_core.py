@@ -27,7 +27,8 @@ from csna.config import load_config
 from csna.report import evaluate_and_report
 from csna.runner import train_run
 
-KEYS = ["sqrt_pehe_in", "sqrt_pehe_out", "eps_ate_in", "eps_ate_out", "sqrt_pehe_out_full", "flops_reduction"]
+KEYS = ["sqrt_pehe_in", "sqrt_pehe_out", "eps_ate_in", "eps_ate_out", "sqrt_pehe_out_full", "eps_ate_out_full",
+        "flops_reduction"]
 
 
 def main() -> None:
@@ -39,7 +40,7 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     rows = []
-    print(f"{'rep':>5} " + " ".join(f"{k:>18}" for k in KEYS) + f" {'fit_s':>7}")
+    print(f"{'rep':>5} " + " ".join(f"{k:>18}" for k in KEYS) + f" {'fit_s':>7} {'gate_thr':>8}")
     for r in parse_reps(args.reps):
         cfg = load_config(None, args.set + [f"data.replication={r}"])
         t0 = time.perf_counter()
@@ -48,7 +49,8 @@ def main() -> None:
         m = evaluate_and_report(run, run.data, figures=False)
         row = [m.get(k, float("nan")) for k in KEYS] + [fit]
         rows.append(row)
-        print(f"{r:>5} " + " ".join(f"{v:>18.4f}" for v in row), flush=True)
+        print(f"{r:>5} " + " ".join(f"{v:>18.4f}" for v in row) + f" {float(run.model.gate_threshold):>8.2f}",
+              flush=True)
     a = np.array(rows, dtype=float)
     mean = np.nanmean(a, 0)
     se = np.nanstd(a, 0, ddof=1) / np.sqrt(len(a)) if len(a) > 1 else np.zeros(a.shape[1])

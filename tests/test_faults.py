@@ -134,3 +134,49 @@ def test_ate_drift_is_the_shift_of_the_average_effect_under_the_gates():
     expected = abs(float((none[:, 1] - none[:, 0]).mean() - (full[:, 1] - full[:, 0]).mean()))
     assert expected > 1e-4  # skipping every block does move the ATE here, so the test can fail
     assert trainer.ate_drift() == pytest.approx(expected, rel=1e-5)
+
+
+def _reference_check(trainer, costs, eta, t):
+    """Slow, separate reference for one threshold: the gates written out from u, then the
+    model run with those gates (gate_mode="given"), block by block as the forward does."""
+    model, val, w = trainer.model, trainer.val, trainer.cfg.phase4.cf_weight
+    model.eval()
+    with torch.no_grad():
+        full = model(val.x, depth=3).pred
+        model.gate_threshold.fill_(t)
+        hard = model(val.x, depth=3, gate_mode="hard")
+        given = model(val.x, depth=3, gate_mode="given", gates=(hard.u >= t).float())
+    torch.testing.assert_close(given.pred, hard.pred)
+    per = ((given.pred.gather(1, val.t[:, None]).squeeze(1) - val.y) ** 2)
+    cf = 1 - torch.nn.functional.one_hot(val.t, 2).float()
+    per = per + w * (((given.pred - full) ** 2) * cf).sum(1)
+    ate = float(((given.pred[:, 1] - given.pred[:, 0]).mean() - (full[:, 1] - full[:, 0]).mean()).abs())
+    reward = float((-per / trainer._loss_scale - eta * (given.gates * costs).sum(1)).mean())
+    return float(per.mean()), ate, reward
+
+
+def test_gate_calibration_picks_the_best_threshold_within_the_guards():
+    from csna.train import GATE_THRESHOLDS
+
+    trainer, _, _ = _trainer(["phase4.epochs=2", "phase4.eta=0.5"])
+    trainer.fit((1, 2, 3, 4))
+    model = trainer.model
+    costs = model.block_costs.clone()
+    with torch.no_grad():  # utilities spread over (0, 1), so thresholds give different gates
+        model.utility.actor[-1].bias.fill_(0.0)
+    full_loss = trainer.validation_loss(3)
+    checks = {t: _reference_check(trainer, costs, 0.5, t) for t in GATE_THRESHOLDS}
+    assert len({round(c[2], 9) for c in checks.values()}) > 3  # thresholds matter here
+    picks = []
+    for limit, tol in [(full_loss + 1e-3, 1e-3), (full_loss + 0.2, 0.05), (1e9, 1e9)]:
+        ok = {t: c for t, c in checks.items() if c[0] <= limit and c[1] <= tol}
+        reward, t, loss, ate = trainer.calibrate_gates(costs, 0.5, limit, tol)
+        picks.append(t)
+        if ok:
+            best = max(ok, key=lambda s: ok[s][2])
+            assert t == best and reward == pytest.approx(ok[best][2], rel=1e-5)
+            assert (loss, ate) == pytest.approx(ok[best][:2], rel=1e-5, abs=1e-7)
+        else:
+            assert t == 0.5 and (loss > limit or ate > tol)
+        assert float(model.gate_threshold) == pytest.approx(t)
+    assert len(set(picks)) >= 2  # the guards bind: tight ones choose another threshold

@@ -133,3 +133,26 @@ def test_causal_distance_once_per_forward(monkeypatch):
     m = make()
     m(torch.randn(3, 5))
     assert len(calls) == 1
+
+
+def test_hard_gates_use_the_calibrated_threshold_and_old_checkpoints_load():
+    torch.manual_seed(0)
+    model = CSNAModel(10, 2, 0, ModelConfig()).eval()
+    with torch.no_grad():
+        model.utility.actor[-1].bias.fill_(0.0)  # utilities spread around 0.5
+    x = torch.randn(300, 10)
+    with torch.no_grad():
+        u = model(x, depth=3, gate_mode="hard").u
+        rates = []
+        for t in u[:, 0].quantile(torch.tensor([0.25, 0.5, 0.75])).tolist():
+            model.gate_threshold.fill_(t)
+            g = model(x, depth=3, gate_mode="hard").gates
+            # the first block's utility is read before any gate, so its gate is exactly u ≥ t
+            assert torch.equal(g[:, 0], (u[:, 0] >= model.gate_threshold).float())
+            rates.append(float(g[:, 0].mean()))
+    assert rates[0] > rates[1] > rates[2]  # a higher bar runs the block for fewer rows
+    old = {k: v for k, v in model.state_dict().items() if k != "gate_threshold"}  # before calibration
+    fresh = CSNAModel(10, 2, 0, ModelConfig())
+    fresh.gate_threshold.fill_(0.9)
+    fresh.load_state_dict(old, strict=True)
+    assert float(fresh.gate_threshold) == 0.5

@@ -117,7 +117,7 @@ class Phase3Config(FullLossPhaseConfig):
 class Phase4Config(FullLossPhaseConfig):
     # lr is the actor's learning rate (and the backbone's when finetune_backbone is on)
     eta: float = 0.05  # price of running every block, in phase4.loss_unit
-    ate_tolerance: float = 0.02  # keep only controllers that move the validation rows' average effect by at most this (standardised outcome units, or probability)
+    ate_tolerance: float = 0.03  # keep only controllers that move the validation rows' average effect by at most this (standardised outcome units, or probability)
     cf_weight: float = 1.0  # weight of the counterfactual arms' drift from the full model in the reward and the guard
     loss_unit: str = "outcome"  # the loss η and loss_tolerance are priced in: the full model's mean training ("train") or validation ("val") loss, or the outcome's variance / class entropy ("outcome")
     loss_tolerance: float = 0.02  # keep only controllers whose gated validation loss is within this of the full model's

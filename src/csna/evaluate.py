@@ -331,6 +331,7 @@ def evaluate_run(run: Run, data: CausalData, quiet: bool = False) -> Evaluation:
         m["utility_entropy"] = M.utility_entropy(gates) if names else 0.0
         for i, name in enumerate(names):
             m[f"gate_rate_{name.replace('.', '_')}"] = float(gates[:, i].mean())
+        m["gate_threshold"] = float(model.gate_threshold)  # the bar phase 4 calibrated
         if "attn" in fw_full:
             m.update(attention_by_distance(fw_full["attn"], arrays["dist"], arrays["unrelated"]))
             arrays["attn"] = fw_full["attn"]

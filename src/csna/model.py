@@ -77,6 +77,13 @@ class CSNAModel(nn.Module):
         # Normalised per-sample FLOPs of each gateable block (Σ = 1), measured by measure_block_costs.
         self.register_buffer("block_costs", torch.full((max(self.n_blocks, 1),), 1.0 / max(self.n_blocks, 1)))
         self.register_buffer("depth", torch.tensor(3))
+        # Hard gates run block i where u_i ≥ this; phase 4 calibrates it on validation rows.
+        self.register_buffer("gate_threshold", torch.tensor(0.5))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints from before the threshold was calibrated gated at 0.5.
+        state_dict.setdefault(prefix + "gate_threshold", torch.tensor(0.5))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ----------------------------------------------------------------- blocks
     def blocks(self) -> list[tuple[str, nn.Module]]:
@@ -118,7 +125,8 @@ class CSNAModel(nn.Module):
             x: (B, p) preprocessed features.
             depth: 1, 2 or 3 (defaults to the depth trained so far).
             gate_mode: "off" runs every block; "sample" draws g ~ Bernoulli(u) (phase 4
-                training); "hard" runs a block where u ≥ 0.5 (evaluation); "given" uses ``gates``.
+                training); "hard" runs a block where u ≥ ``gate_threshold`` (evaluation; 0.5
+                unless phase 4 calibrated it); "given" uses ``gates``.
             gates: (B, n) 0/1, with ``gate_mode="given"``.
             drop_rate: with ``gate_mode="drop"``, each sample skips each block with this
                 probability (stochastic depth), so the backbone learns to work with the blocks
@@ -153,7 +161,7 @@ class CSNAModel(nn.Module):
                 g = ((noise[:, i] < p_run).to(state.dtype) if noise is not None
                      else torch.bernoulli(p_run, generator=generator))
             elif gate_mode == "hard":
-                g = (u >= 0.5).to(state.dtype)
+                g = (u >= self.gate_threshold).to(state.dtype)
             else:
                 g = gates[:, i].to(state.dtype)
             us.append(u)

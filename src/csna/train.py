@@ -28,6 +28,8 @@ from .resume import TrainingInterrupted, signals_saved, test_hook
 
 
 EVAL_BATCH = 8192  # rows per forward pass of the validation-type passes (bounded memory)
+# Hard-gate thresholds phase 4 chooses among on validation rows (Trainer.calibrate_gates).
+GATE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 LOSS_SCALE_ROWS = 50_000  # training rows the phase-4 reward's loss scale is measured on, at most
 
 
@@ -523,8 +525,8 @@ class Trainer:
         slack = st["loss_scale"] if pc.loss_unit == "outcome" else abs(full_val)
         limit = full_val + pc.loss_tolerance * slack
         if st["best_state"] is None and st["epoch"] == 0 and st["step"] == 0:
-            ok = self.gated_validation_loss() <= limit and self.ate_drift() <= pc.ate_tolerance
-            st["best_val"] = self.validation_reward(costs, pc.eta) if ok else -math.inf
+            reward, _, loss, drift = self.calibrate_gates(costs, pc.eta, limit, pc.ate_tolerance)
+            st["best_val"] = reward if loss <= limit and drift <= pc.ate_tolerance else -math.inf
             st["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         bar = self.progress(total, "phase 4") if self.progress else None
         all_params = [p for g in groups_ for p in g["params"]]
@@ -584,11 +586,10 @@ class Trainer:
                     print(f"csna: warning: phase 4 epoch {epoch + 1}: utilities collapsed to '{side}' "
                           f"(entropy {ent:.3f} bits < {pc.collapse_entropy}); raise phase4.entropy_beta "
                           f"or change phase4.eta", file=sys.stderr)
-            val_reward = self.validation_reward(costs, pc.eta)
-            val_loss = self.gated_validation_loss()
-            drift = self.ate_drift()
+            val_reward, _, val_loss, drift = self.calibrate_gates(costs, pc.eta, limit, pc.ate_tolerance)
             rec = {k: v / max(st["count"], 1) for k, v in st["sums"].items()}
             rec.update({"epoch": epoch + 1, "val/reward": val_reward, "val/task_gated": val_loss,
+                        "val/gate_threshold": float(model.gate_threshold),
                         "val/task_full": full_val, "val/ate_drift": drift, "skipped": st["skipped"]})
             st["history"].append(rec)
             self.logger.scalars({"val/reward": val_reward, "val/task_gated": val_loss,
@@ -696,10 +697,47 @@ class Trainer:
         No outcome is used: the reference is the model itself."""
         g, _ = self._eval_pass(self.val, 3, "hard")
         f, _ = self._eval_pass(self.val, 3, "off")
+        return self._ate_shift(g, f)
+
+    def _ate_shift(self, g: torch.Tensor, f: torch.Tensor) -> float:
+        """ate_drift's figure from gated and full predictions (n, K) or (n, K, C)."""
         if self.kind != "continuous":  # probability of the last class
             g, f = torch.softmax(g, -1)[..., -1], torch.softmax(f, -1)[..., -1]
         eff_g, eff_f = (g - g[:, :1]).mean(0), (f - f[:, :1]).mean(0)  # (K,)
         return float((eff_g - eff_f).abs().max())
+
+    @torch.no_grad()
+    def calibrate_gates(self, costs: torch.Tensor, eta: float, limit: float, ate_tolerance: float
+                        ) -> tuple[float, float, float, float]:
+        """Set the hard-gate threshold to the one of GATE_THRESHOLDS with the best validation
+        reward among those that pass both accuracy guards (gated validation loss ≤ ``limit``,
+        ATE drift ≤ ``ate_tolerance``); 0.5 when none passes.
+
+        Why: the actor is trained on sampled gates, but used with hard ones, and 0.5 is only
+        one point of its ranking. On a replication where u ≥ 0.5 moved the effect too far, the
+        guard used to throw the whole controller away (0% saved); a higher bar for running a
+        block skips more where skipping is safe, a lower one less where it is not.
+
+        Returns:
+            (validation reward, threshold, gated validation loss, ATE drift) at the chosen
+            threshold, or at 0.5 when none passes (then the caller's guards reject it).
+        """
+        model, w = self.model, self.cfg.phase4.cf_weight
+        ref, _ = self._eval_pass(self.val, 3, "off")
+        found: dict[float, tuple[float, float, float, float]] = {}
+        for t in GATE_THRESHOLDS:
+            model.gate_threshold.fill_(t)
+            pred, gates = self._eval_pass(self.val, 3, "hard")
+            per = L.task_loss(pred, self.val.y, self.val.t, self.kind, reduction="none")
+            if w > 0:
+                per = per + w * L.counterfactual_drift(pred, ref, self.val.t, self.kind)
+            r = float(L.reward(per / getattr(self, "_loss_scale", 1.0), gates, costs, eta).mean())
+            found[t] = (r, t, float(per.mean()), self._ate_shift(pred, ref))
+        ok = [f for f in found.values() if f[2] <= limit and f[3] <= ate_tolerance]
+        # max() keeps the first of equal rewards: the lowest threshold, i.e. the most blocks run.
+        best = max(ok, key=lambda f: f[0]) if ok else found.get(0.5) or found[GATE_THRESHOLDS[0]]
+        model.gate_threshold.fill_(best[1])
+        return best
 
     @torch.no_grad()
     def outcome_loss_unit(self) -> float:
