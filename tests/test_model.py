@@ -156,3 +156,19 @@ def test_hard_gates_use_the_calibrated_threshold_and_old_checkpoints_load():
     fresh.gate_threshold.fill_(0.9)
     fresh.load_state_dict(old, strict=True)
     assert float(fresh.gate_threshold) == 0.5
+
+
+@pytest.mark.parametrize("norm", [True, False])
+def test_encoder_nodes_are_layer_normed_only_when_asked(norm):
+    from csna.nn.encoder import CausalEncoder
+
+    torch.manual_seed(0)
+    enc = CausalEncoder(7, k=3, d=4, hidden=16, norm=norm)
+    x = torch.randn(50, 7)
+    raw = enc.out(enc.trunk(x)).view(50, 3, 4)  # the trunk's output, reshaped by hand
+    z = enc(x)
+    if norm:  # per node: zero mean and unit (biased) variance, then the affine of LayerNorm (1, 0)
+        torch.testing.assert_close(z, (raw - raw.mean(-1, keepdim=True)) / (raw.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt())
+    else:
+        torch.testing.assert_close(z, raw)
+        assert not torch.allclose(raw.var(-1), torch.ones(50, 3), atol=0.1)  # the scale is kept

@@ -64,6 +64,7 @@ class ModelConfig:
     positional: str = "causal"  # causal | sequence | none
     use_lattice: bool = True
     utility_hidden: int = 32
+    z_norm: bool = True  # LayerNorm each latent node z_i (design §3.1); false keeps the encoder's scale
 
 
 @dataclass

@@ -55,7 +55,7 @@ class CSNAModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.p, self.n_treatments, self.n_classes = p, n_treatments, n_classes
-        self.encoder = CausalEncoder(p, cfg.k, cfg.d, cfg.hidden, cfg.encoder_layers, cfg.dropout)
+        self.encoder = CausalEncoder(p, cfg.k, cfg.d, cfg.hidden, cfg.encoder_layers, cfg.dropout, cfg.z_norm)
         n_lat = cfg.lattice_layers if cfg.use_lattice else 0
         self.lattice = LatticeEncoder(cfg.k, cfg.d, n_lat, cfg.tau, cfg.dropout)
         self.attention = nn.ModuleList(
