@@ -6,6 +6,8 @@ import math
 import numpy as np
 import pytest
 import scipy.linalg
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import cdist
 import torch
 
 from csna import losses as L
@@ -258,6 +260,18 @@ def test_discrepancy():
     z.backward()
 
 
+def test_discrepancy_wasserstein_is_the_sinkhorn_distance_between_groups():
+    torch.manual_seed(4)
+    r = torch.randn(16, 3)
+    t = torch.tensor([0, 1] * 8)
+    r_shift = r + 2.0 * t[:, None]  # the treated group moved by 2 along every axis
+    got = L.discrepancy(r_shift, t, 2, "wasserstein")
+    torch.testing.assert_close(got, L.wasserstein_sinkhorn(r_shift[t == 1], r_shift[t == 0]))
+    assert got > L.discrepancy(r, t, 2, "wasserstein")  # separating the groups raises it
+    with pytest.raises(ValueError, match="unknown discrepancy"):
+        L.discrepancy(r, t, 2, "kl")
+
+
 # --- Jacobian penalty ------------------------------------------------------------------------
 
 
@@ -383,3 +397,31 @@ def test_counterfactual_drift_of_class_probabilities():
     d = L.counterfactual_drift(pred, ref, torch.tensor([0]), "binary")
     assert d.item() == pytest.approx(2 * 0.25**2)
     assert L.counterfactual_drift(pred, ref, torch.tensor([1]), "binary").item() == pytest.approx(0.0)
+
+
+# --- L_Dis: the Sinkhorn estimate of the Wasserstein distance ----------------------------------
+
+
+def test_sinkhorn_approaches_the_exact_wasserstein_distance():
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((30, 4)), rng.standard_normal((30, 4)) + 1.0
+    cost = cdist(a, b)
+    r, c = linear_sum_assignment(cost)  # equal sizes, uniform weights: W1 is an assignment
+    exact = cost[r, c].mean()
+    approx = L.wasserstein_sinkhorn(torch.tensor(a), torch.tensor(b), blur=0.01, iters=500).item()
+    assert approx == pytest.approx(exact, rel=0.03)
+
+
+def test_sinkhorn_gradient_matches_finite_differences():
+    torch.manual_seed(3)
+    a = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(9, 3, dtype=torch.float64) + 0.5
+    eps = torch.tensor(0.3, dtype=torch.float64)
+    L._entropic_ot(a, b, eps, 300).backward()
+    h, a0 = 1e-6, a.detach().clone()
+    for i, j in [(0, 0), (2, 1), (5, 2)]:
+        up, dn = a0.clone(), a0.clone()
+        up[i, j] += h
+        dn[i, j] -= h
+        num = (L._entropic_ot(up, b, eps, 300) - L._entropic_ot(dn, b, eps, 300)) / (2 * h)
+        assert a.grad[i, j].item() == pytest.approx(num.item(), abs=1e-6)

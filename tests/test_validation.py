@@ -160,6 +160,7 @@ def test_impute_with_a_column_never_observed_names_it(tmp_path, capsys):
     ("phse1.epochs=3", ["phse1", "did you mean 'phase1'"]),
     ("phase3.lambda_dis=-0.5", ["phase3.lambda_dis", ">= 0"]),
     ("phase2.lr=0", ["phase2.lr", "positive"]),
+    ("train.discrepancy=kl", ["train.discrepancy", "'wasserstein'"]),
     ("train.checkpoint_every=-1", ["train.checkpoint_every", ">= 0"]),
 ])
 def test_bad_config_is_one_line_exit_2(tmp_path, capsys, override, needles):

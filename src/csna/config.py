@@ -147,6 +147,9 @@ class TrainConfig:
     # Training forward/backward under torch.autocast: "bf16" (matmuls in bfloat16; fastest on
     # CUDA) or "fp32". Evaluation and prediction always run in fp32.
     precision: str = "fp32"
+    # L_Dis between treatment groups' pooled representations: multi-bandwidth MMD² ("mmd") or
+    # the Sinkhorn estimate of the Wasserstein distance ("wasserstein", CFR-Wass's balance).
+    discrepancy: str = "mmd"
 
 
 @dataclass
@@ -184,6 +187,7 @@ VALID = {
     "preset": ("auto", "none", "ihdp", "synthetic"),
     "phase4.loss_unit": ("train", "val", "outcome"),
     "train.precision": ("fp32", "bf16"),
+    "train.discrepancy": ("mmd", "wasserstein"),
 }
 
 

@@ -21,9 +21,9 @@ ALL_LOSSES = ("task", "causal", "geometric", "dc", "dis", "stable")
 
 PHASES: dict[int, Phase] = {
     1: Phase(1, "causal encoder pre-training", ("encoder", "heads"), 1,
-             ("task", "causal"), "causal_encoder.pt"),
+             ("task", "causal", "dis"), "causal_encoder.pt"),
     2: Phase(2, "lattice (GNN) training", ("encoder", "lattice", "heads"), 2,
-             ("task", "causal", "geometric"), "lattice_encoder.pt"),
+             ("task", "causal", "geometric", "dis"), "lattice_encoder.pt"),
     3: Phase(3, "causal attention integration", ("encoder", "lattice", "attention", "heads"), 3,
              ALL_LOSSES, "attention_model.pt"),
     4: Phase(4, "meta utility reinforcement learning", ("utility",), 3,

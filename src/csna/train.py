@@ -139,8 +139,8 @@ def batch_order(n: int, batch_size: int, seed: int, device: torch.device) -> lis
 
 def compute_parts(model: CSNAModel, out, batch: Split, phase_n: int, lambdas: dict[str, float],
                   step: int, stable_every: int, ctx: DistContext | None = None,
-                  global_batch: Split | None = None, local: torch.Tensor | None = None
-                  ) -> dict[str, torch.Tensor]:
+                  global_batch: Split | None = None, local: torch.Tensor | None = None,
+                  metric: str = "mmd") -> dict[str, torch.Tensor]:
     """Every part of L_total that this phase switches on and whose λ is non-zero.
 
     In a data-parallel run (``ctx``), ``batch`` holds this rank's rows of ``global_batch``
@@ -162,7 +162,7 @@ def compute_parts(model: CSNAModel, out, batch: Split, phase_n: int, lambdas: di
     if on("dc") and out.adjacency is not None:
         parts["dc"] = L.dag_penalty(out.adjacency)
     if on("dis"):
-        parts["dis"] = L.discrepancy(ctx.gather(out.rep), gb.t, model.n_treatments)
+        parts["dis"] = L.discrepancy(ctx.gather(out.rep), gb.t, model.n_treatments, metric)
     if on("stable") and step % max(1, stable_every) == 0:
         # Scaled by N when computed every N steps: same expected contribution, N× cheaper.
         # Per latent coordinate (÷ k·d): the raw ‖∂z/∂x‖_F² sums k·d·p terms and would swamp
@@ -399,7 +399,7 @@ class Trainer:
                     else:
                         out = self.fwd(batch.x, depth=ph.depth)
                     parts = compute_parts(model, out, batch, n, lam, step, getattr(pc, "stable_every", 1),
-                                          self.ctx, batch_g, local)
+                                          self.ctx, batch_g, local, self.cfg.train.discrepancy)
                     total_loss, reg = L.total_loss(parts, lam)
                     prop_loss = (nn.functional.cross_entropy(out.prop_logits, batch.t)
                                  * self.ctx.scale(len(batch), len(batch_g)))
@@ -637,7 +637,8 @@ class Trainer:
                 "rl/gate_rate": float(out.gates.mean()), "rl/compute": float((out.gates * costs).sum(1).mean())}
         if pc.finetune_backbone:
             lam = {k: getattr(pc, f"lambda_{k}") for k in ("causal", "geometric", "dc", "dis", "stable")}
-            parts = compute_parts(model, out, batch, 4, lam, step, pc.stable_every, self.ctx, batch_g, local)
+            parts = compute_parts(model, out, batch, 4, lam, step, pc.stable_every, self.ctx, batch_g, local,
+                                  self.cfg.train.discrepancy)
             total_loss, _ = L.total_loss(parts, lam)
             loss = loss + total_loss
             logs["loss/total"] = float(total_loss.detach())
