@@ -154,6 +154,9 @@ class TrainConfig:
     # L_Dis between treatment groups' pooled representations: multi-bandwidth MMD² ("mmd") or
     # the Sinkhorn estimate of the Wasserstein distance ("wasserstein", CFR-Wass's balance).
     discrepancy: str = "mmd"
+    # Weigh the factual loss by 1 / (K·share of the received treatment), so a small arm (19%
+    # treated on IHDP) counts as much as a large one, as TARNet and CFR do.
+    balance_arms: bool = False
 
 
 @dataclass

@@ -140,8 +140,10 @@ def batch_order(n: int, batch_size: int, seed: int, device: torch.device) -> lis
 def compute_parts(model: CSNAModel, out, batch: Split, phase_n: int, lambdas: dict[str, float],
                   step: int, stable_every: int, ctx: DistContext | None = None,
                   global_batch: Split | None = None, local: torch.Tensor | None = None,
-                  metric: str = "mmd") -> dict[str, torch.Tensor]:
+                  metric: str = "mmd", arm_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Every part of L_total that this phase switches on and whose λ is non-zero.
+
+    ``arm_weight`` (K,): weights of the factual loss by received treatment (``train.balance_arms``).
 
     In a data-parallel run (``ctx``), ``batch`` holds this rank's rows of ``global_batch``
     (indices ``local``): per-sample means are scaled and batch-level terms read the gathered
@@ -152,7 +154,11 @@ def compute_parts(model: CSNAModel, out, batch: Split, phase_n: int, lambdas: di
     gb = global_batch if global_batch is not None else batch
     s = ctx.scale(len(batch), len(gb))
     kind = "multiclass" if model.n_classes > 2 else ("binary" if model.n_classes == 2 else "continuous")
-    parts = {"task": L.task_loss(out.pred, batch.y, batch.t, kind) * s}
+    if arm_weight is None:
+        parts = {"task": L.task_loss(out.pred, batch.y, batch.t, kind) * s}
+    else:
+        per = L.task_loss(out.pred, batch.y, batch.t, kind, reduction="none")  # (B,)
+        parts = {"task": (per * arm_weight[batch.t]).mean() * s}
     on = lambda name: name in ph.losses and lambdas.get(name, 0.0) > 0  # noqa: E731
     if on("causal"):
         sigma2 = model.sigma2 if kind == "continuous" else None
@@ -205,6 +211,18 @@ class Trainer:
         self.results: dict[int, PhaseResult] = {}
         self._signal: int | None = None
         self._hook = test_hook()
+        self.arm_weight = self.arm_weights() if cfg.train.balance_arms else None
+
+    def arm_weights(self) -> torch.Tensor:
+        """(K,) factual-loss weights 1 / (K·π_t), π_t the share of treatment t among the
+        training rows (the first LOSS_SCALE_ROWS of them), so every arm weighs the same in
+        L_task whatever its size (TARNet's and CFR's weighting); mean weight 1 over the rows."""
+        t = self.source.probe(LOSS_SCALE_ROWS).t
+        K = self.model.n_treatments
+        share = torch.bincount(t, minlength=K).double() / max(len(t), 1)  # (K,)
+        w = torch.where(share > 0, 1.0 / (K * share.clamp_min(1e-12)), torch.zeros_like(share))
+        w = w / (w[t].mean() if len(t) else 1.0)
+        return w.to(torch.float32)
 
     # ------------------------------------------------------------------ phases
     def fit(self, phases: tuple[int, ...] = (1, 2, 3, 4), resume: dict[str, Any] | None = None
@@ -399,7 +417,8 @@ class Trainer:
                     else:
                         out = self.fwd(batch.x, depth=ph.depth)
                     parts = compute_parts(model, out, batch, n, lam, step, getattr(pc, "stable_every", 1),
-                                          self.ctx, batch_g, local, self.cfg.train.discrepancy)
+                                          self.ctx, batch_g, local, self.cfg.train.discrepancy,
+                                          self.arm_weight)
                     total_loss, reg = L.total_loss(parts, lam)
                     prop_loss = (nn.functional.cross_entropy(out.prop_logits, batch.t)
                                  * self.ctx.scale(len(batch), len(batch_g)))
@@ -638,7 +657,7 @@ class Trainer:
         if pc.finetune_backbone:
             lam = {k: getattr(pc, f"lambda_{k}") for k in ("causal", "geometric", "dc", "dis", "stable")}
             parts = compute_parts(model, out, batch, 4, lam, step, pc.stable_every, self.ctx, batch_g, local,
-                                  self.cfg.train.discrepancy)
+                                  self.cfg.train.discrepancy, self.arm_weight)
             total_loss, _ = L.total_loss(parts, lam)
             loss = loss + total_loss
             logs["loss/total"] = float(total_loss.detach())
