@@ -152,7 +152,19 @@ def _reference_check(trainer, costs, eta, t):
     per = per + w * (((given.pred - full) ** 2) * cf).sum(1)
     ate = float(((given.pred[:, 1] - given.pred[:, 0]).mean() - (full[:, 1] - full[:, 0]).mean()).abs())
     reward = float((-per / trainer._loss_scale - eta * (given.gates * costs).sum(1)).mean())
-    return float(per.mean()), ate, reward
+    # Effect drift: τ̂ gated minus full, over validation and training rows, row by row, over the
+    # full model's validation RMSE.
+    from csna.train import CATE_ROWS
+    xs = torch.cat([val.x, trainer.source.probe(CATE_ROWS).x])
+    sq = []
+    with torch.no_grad():
+        for i in range(len(xs)):
+            f = model(xs[i:i + 1], depth=3).pred[0]
+            g = model(xs[i:i + 1], depth=3, gate_mode="hard").pred[0]
+            sq.append(float((g[1] - g[0]) - (f[1] - f[0])) ** 2)
+    rmse = float(((full.gather(1, val.t[:, None]).squeeze(1) - val.y) ** 2).mean().sqrt())
+    cate = (sum(sq) / len(sq)) ** 0.5 / rmse
+    return float(per.mean()), ate, reward, cate
 
 
 def test_gate_calibration_picks_the_best_threshold_within_the_guards():
@@ -168,15 +180,26 @@ def test_gate_calibration_picks_the_best_threshold_within_the_guards():
     checks = {t: _reference_check(trainer, costs, 0.5, t) for t in GATE_THRESHOLDS}
     assert len({round(c[2], 9) for c in checks.values()}) > 3  # thresholds matter here
     picks = []
-    for limit, tol in [(full_loss + 1e-3, 1e-3), (full_loss + 0.2, 0.05), (1e9, 1e9)]:
-        ok = {t: c for t, c in checks.items() if c[0] <= limit and c[1] <= tol}
-        reward, t, loss, ate = trainer.calibrate_gates(costs, 0.5, limit, tol)
+    cates = sorted(c[3] for c in checks.values())
+    assert cates[-1] > 2 * cates[0] + 1e-3  # thresholds move τ̂ by different amounts
+    # A bar between two distinct drifts, so float noise cannot put a threshold on either side.
+    i = max(j for j in range(len(cates) - 1) if cates[j + 1] > cates[j] * 1.01 + 1e-6)
+    mid = 0.5 * (cates[i] + cates[i + 1])
+    for limit, tol, ctol in [(full_loss + 1e-3, 1e-3, 0.0), (full_loss + 0.2, 0.05, 0.0), (1e9, 1e9, 0.0),
+                             (1e9, 1e9, mid)]:
+        ok = {t: c for t, c in checks.items() if c[0] <= limit and c[1] <= tol and (ctol == 0 or c[3] <= ctol)}
+        cal = trainer.calibrate_gates(costs, 0.5, limit, tol, ctol)
+        t = cal.threshold
         picks.append(t)
+        assert cal.passed == bool(ok)
         if ok:
             best = max(ok, key=lambda s: ok[s][2])
-            assert t == best and reward == pytest.approx(ok[best][2], rel=1e-5)
-            assert (loss, ate) == pytest.approx(ok[best][:2], rel=1e-5, abs=1e-7)
+            assert t == best and cal.reward == pytest.approx(ok[best][2], rel=1e-5)
+            assert (cal.loss, cal.ate_drift) == pytest.approx(ok[best][:2], rel=1e-5, abs=1e-7)
+            if ctol:
+                assert cal.cate_drift == pytest.approx(ok[best][3], rel=1e-4, abs=1e-6)
         else:
-            assert t == 0.5 and (loss > limit or ate > tol)
+            assert t == 0.5 and (cal.loss > limit or cal.ate_drift > tol)
         assert float(model.gate_threshold) == pytest.approx(t)
     assert len(set(picks)) >= 2  # the guards bind: tight ones choose another threshold
+    assert picks[-1] != picks[-2]  # the effect-drift guard alone changes the choice

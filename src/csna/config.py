@@ -126,6 +126,10 @@ class Phase4Config(FullLossPhaseConfig):
     cf_weight: float = 1.0  # weight of the counterfactual arms' drift from the full model in the reward and the guard
     loss_unit: str = "outcome"  # the loss η and loss_tolerance are priced in: the full model's mean training ("train") or validation ("val") loss, or the outcome's variance / class entropy ("outcome")
     loss_tolerance: float = 0.02  # keep only controllers whose gated validation loss is within this of the full model's
+    # keep only controllers that move the individual effects τ̂(x) (validation rows and up to
+    # CATE_ROWS training rows; no outcome used) by an RMS of at most this fraction of the full
+    # model's own validation error (factual RMSE; √Brier for classes). 0 switches it off.
+    cate_tolerance: float = 0.2
     entropy_beta: float = 0.01
     collapse_entropy: float = 0.02  # warn when the utilities' mean binary entropy (bits) falls below this
     critic_lr: float = 1e-3
@@ -305,6 +309,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'phase4.eta' must be >= 0, got {cfg.phase4.eta}")
     if cfg.phase4.ate_tolerance < 0:
         raise ConfigError(f"config key 'phase4.ate_tolerance' must be >= 0, got {cfg.phase4.ate_tolerance}")
+    if cfg.phase4.cate_tolerance < 0:
+        raise ConfigError(f"config key 'phase4.cate_tolerance' must be >= 0, got {cfg.phase4.cate_tolerance}")
     if cfg.phase4.cf_weight < 0:
         raise ConfigError(f"config key 'phase4.cf_weight' must be >= 0, got {cfg.phase4.cf_weight}")
     if cfg.train.batch_size < 2:

@@ -12,9 +12,10 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import losses as L
@@ -31,6 +32,18 @@ EVAL_BATCH = 8192  # rows per forward pass of the validation-type passes (bounde
 # Hard-gate thresholds phase 4 chooses among on validation rows (Trainer.calibrate_gates).
 GATE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 LOSS_SCALE_ROWS = 50_000  # training rows the phase-4 reward's loss scale is measured on, at most
+CATE_ROWS = 2048  # training rows (besides the validation rows) the effect-drift guard reads, at most
+
+
+class GateCalibration(NamedTuple):
+    """What ``Trainer.calibrate_gates`` chose and how it fared on the guards."""
+
+    reward: float  # mean validation reward at the threshold
+    threshold: float
+    loss: float  # gated validation loss (counterfactual drift term included)
+    ate_drift: float  # |shift of the average effect|, standardised units or probability
+    cate_drift: float  # RMS shift of τ̂(x) over the full model's validation error (a ratio)
+    passed: bool  # every guard holds
 
 
 class TrainingError(RuntimeError):
@@ -544,8 +557,8 @@ class Trainer:
         slack = st["loss_scale"] if pc.loss_unit == "outcome" else abs(full_val)
         limit = full_val + pc.loss_tolerance * slack
         if st["best_state"] is None and st["epoch"] == 0 and st["step"] == 0:
-            reward, _, loss, drift = self.calibrate_gates(costs, pc.eta, limit, pc.ate_tolerance)
-            st["best_val"] = reward if loss <= limit and drift <= pc.ate_tolerance else -math.inf
+            cal = self.calibrate_gates(costs, pc.eta, limit, pc.ate_tolerance, pc.cate_tolerance)
+            st["best_val"] = cal.reward if cal.passed else -math.inf
             st["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         bar = self.progress(total, "phase 4") if self.progress else None
         all_params = [p for g in groups_ for p in g["params"]]
@@ -605,15 +618,17 @@ class Trainer:
                     print(f"csna: warning: phase 4 epoch {epoch + 1}: utilities collapsed to '{side}' "
                           f"(entropy {ent:.3f} bits < {pc.collapse_entropy}); raise phase4.entropy_beta "
                           f"or change phase4.eta", file=sys.stderr)
-            val_reward, _, val_loss, drift = self.calibrate_gates(costs, pc.eta, limit, pc.ate_tolerance)
+            cal = self.calibrate_gates(costs, pc.eta, limit, pc.ate_tolerance, pc.cate_tolerance)
+            val_reward, val_loss, drift = cal.reward, cal.loss, cal.ate_drift
             rec = {k: v / max(st["count"], 1) for k, v in st["sums"].items()}
             rec.update({"epoch": epoch + 1, "val/reward": val_reward, "val/task_gated": val_loss,
                         "val/gate_threshold": float(model.gate_threshold),
-                        "val/task_full": full_val, "val/ate_drift": drift, "skipped": st["skipped"]})
+                        "val/task_full": full_val, "val/ate_drift": drift, "val/cate_drift": cal.cate_drift,
+                        "skipped": st["skipped"]})
             st["history"].append(rec)
             self.logger.scalars({"val/reward": val_reward, "val/task_gated": val_loss,
                                  "train/skipped_batches": st["skipped"]}, self.global_step)
-            if val_loss <= limit and drift <= pc.ate_tolerance and val_reward > st["best_val"] + 1e-6:
+            if cal.passed and val_reward > st["best_val"] + 1e-6:
                 st["best_val"] = val_reward
                 st["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             st.update(epoch=epoch + 1, batch=0, sums={}, count=0, u_epoch=[])
@@ -726,25 +741,56 @@ class Trainer:
         eff_g, eff_f = (g - g[:, :1]).mean(0), (f - f[:, :1]).mean(0)  # (K,)
         return float((eff_g - eff_f).abs().max())
 
+    def _effects(self, pred: torch.Tensor) -> torch.Tensor:
+        """(n, K − 1) individual effects μ̂_k − μ̂_0 of predictions (n, K) or (n, K, C):
+        standardised outcome units, or the probability of the last class."""
+        if self.kind != "continuous":
+            pred = torch.softmax(pred, -1)[..., -1]
+        return pred[:, 1:] - pred[:, :1]
+
+    def _error_scale(self, ref: torch.Tensor) -> float:
+        """The full model's own validation error, the yardstick of the effect-drift guard:
+        factual RMSE (standardised units), or √Brier of the received arm for classes."""
+        f = L.factual(ref, self.val.t)  # (n,) or (n, C)
+        if self.kind == "continuous":
+            err = (f - self.val.y.to(f.dtype)).pow(2)
+        else:
+            err = (torch.softmax(f, -1) - F.one_hot(self.val.y.long(), f.shape[-1]).to(f.dtype)).pow(2).sum(-1)
+        err = err[torch.isfinite(err)]
+        return max(float(err.mean().sqrt()) if err.numel() else 1.0, 1e-8)
+
     @torch.no_grad()
-    def calibrate_gates(self, costs: torch.Tensor, eta: float, limit: float, ate_tolerance: float
-                        ) -> tuple[float, float, float, float]:
+    def calibrate_gates(self, costs: torch.Tensor, eta: float, limit: float, ate_tolerance: float,
+                        cate_tolerance: float = 0.0) -> GateCalibration:
         """Set the hard-gate threshold to the one of GATE_THRESHOLDS with the best validation
-        reward among those that pass both accuracy guards (gated validation loss ≤ ``limit``,
-        ATE drift ≤ ``ate_tolerance``); 0.5 when none passes.
+        reward among those that pass every accuracy guard: gated validation loss ≤ ``limit``,
+        ATE drift ≤ ``ate_tolerance`` and, when ``cate_tolerance`` > 0, an RMS shift of the
+        individual effects τ̂(x) (over the validation rows and up to CATE_ROWS training rows)
+        of at most ``cate_tolerance`` times the full model's validation RMSE; 0.5 when none
+        passes.
 
         Why: the actor is trained on sampled gates, but used with hard ones, and 0.5 is only
         one point of its ranking. On a replication where u ≥ 0.5 moved the effect too far, the
         guard used to throw the whole controller away (0% saved); a higher bar for running a
         block skips more where skipping is safe, a lower one less where it is not.
 
+        The effect-drift guard exists because the loss guard is priced in the outcome's
+        variance: where the model explains most of it (IHDP), gates could move τ̂(x) by half
+        the model's own error, raising √PEHE by a third, within a 2% loss tolerance. Since
+        √PEHE_gated ≤ √PEHE_full + RMS shift, bounding the shift by the model's error bounds
+        the harm; it reads no outcome, so training rows count too.
+
         Returns:
-            (validation reward, threshold, gated validation loss, ATE drift) at the chosen
-            threshold, or at 0.5 when none passes (then the caller's guards reject it).
+            The chosen threshold's figures, or 0.5's when none passes (``passed`` False).
         """
         model, w = self.model, self.cfg.phase4.cf_weight
         ref, _ = self._eval_pass(self.val, 3, "off")
-        found: dict[float, tuple[float, float, float, float]] = {}
+        extra = None
+        if cate_tolerance > 0:
+            scale = self._error_scale(ref)
+            extra = self.source.probe(CATE_ROWS)
+            ref_x, _ = self._eval_pass(extra, 3, "off")
+        found: dict[float, GateCalibration] = {}
         for t in GATE_THRESHOLDS:
             model.gate_threshold.fill_(t)
             pred, gates = self._eval_pass(self.val, 3, "hard")
@@ -752,11 +798,20 @@ class Trainer:
             if w > 0:
                 per = per + w * L.counterfactual_drift(pred, ref, self.val.t, self.kind)
             r = float(L.reward(per / getattr(self, "_loss_scale", 1.0), gates, costs, eta).mean())
-            found[t] = (r, t, float(per.mean()), self._ate_shift(pred, ref))
-        ok = [f for f in found.values() if f[2] <= limit and f[3] <= ate_tolerance]
+            loss, ate = float(per.mean()), self._ate_shift(pred, ref)
+            cate = 0.0
+            if extra is not None:
+                pred_x, _ = self._eval_pass(extra, 3, "hard")
+                shift = torch.cat([self._effects(pred) - self._effects(ref),
+                                   self._effects(pred_x) - self._effects(ref_x)])  # (n, K − 1)
+                shift = shift[torch.isfinite(shift).all(1)]
+                cate = float(shift.pow(2).mean().sqrt()) / scale if shift.numel() else 0.0
+            ok = loss <= limit and ate <= ate_tolerance and (extra is None or cate <= cate_tolerance)
+            found[t] = GateCalibration(r, t, loss, ate, cate, ok)
+        ok = [f for f in found.values() if f.passed]
         # max() keeps the first of equal rewards: the lowest threshold, i.e. the most blocks run.
-        best = max(ok, key=lambda f: f[0]) if ok else found.get(0.5) or found[GATE_THRESHOLDS[0]]
-        model.gate_threshold.fill_(best[1])
+        best = max(ok, key=lambda f: f.reward) if ok else found.get(0.5) or found[GATE_THRESHOLDS[0]]
+        model.gate_threshold.fill_(best.threshold)
         return best
 
     @torch.no_grad()
