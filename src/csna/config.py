@@ -65,10 +65,6 @@ class ModelConfig:
     use_lattice: bool = True
     utility_hidden: int = 32
     z_norm: bool = True  # LayerNorm each latent node z_i (design §3.1); false keeps the encoder's scale
-    # Lattice layers: "post" H ← LN(H + f(H)) (design §3.2) or "pre" H ← H + f(LN(H)), the
-    # pre-LN residual form of the attention blocks: H keeps z's scale and a skipped layer is a
-    # small change rather than a missing normalisation.
-    lattice_norm: str = "post"
 
 
 @dataclass
@@ -199,7 +195,6 @@ VALID = {
     "phase4.loss_unit": ("train", "val", "outcome"),
     "train.precision": ("fp32", "bf16"),
     "train.discrepancy": ("mmd", "wasserstein"),
-    "model.lattice_norm": ("post", "pre"),
 }
 
 

@@ -57,7 +57,7 @@ class CSNAModel(nn.Module):
         self.p, self.n_treatments, self.n_classes = p, n_treatments, n_classes
         self.encoder = CausalEncoder(p, cfg.k, cfg.d, cfg.hidden, cfg.encoder_layers, cfg.dropout, cfg.z_norm)
         n_lat = cfg.lattice_layers if cfg.use_lattice else 0
-        self.lattice = LatticeEncoder(cfg.k, cfg.d, n_lat, cfg.tau, cfg.dropout, norm=cfg.lattice_norm)
+        self.lattice = LatticeEncoder(cfg.k, cfg.d, n_lat, cfg.tau, cfg.dropout)
         self.attention = nn.ModuleList(
             CausalTransformerBlock(cfg.d, cfg.heads, cfg.mlp_ratio, cfg.d_max, cfg.rope_base,
                                    cfg.positional, cfg.dropout)

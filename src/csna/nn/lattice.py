@@ -55,18 +55,13 @@ class LearnedAdjacency(nn.Module):
 
 
 class LatticeLayer(nn.Module):
-    """One residual message-passing step: ``H ← LN(H + act(norm(Aᵀ) H W_msg + H W_self))``
-    (``norm="post"``, design §3.2) or, pre-LN, ``H ← H + act(norm(Aᵀ) H' W_msg + H' W_self)``
-    with ``H' = LN(H)`` (``norm="pre"``).
+    """One residual message-passing step: ``H ← LN(H + act(norm(Aᵀ) H W_msg + H W_self))``.
 
     Each node aggregates its parents' messages, normalised by its (weighted) in-degree.
     """
 
-    def __init__(self, d: int, dropout: float = 0.0, norm: str = "post"):
+    def __init__(self, d: int, dropout: float = 0.0):
         super().__init__()
-        if norm not in ("post", "pre"):
-            raise ValueError(f"lattice norm must be 'post' or 'pre', got {norm!r}")
-        self.pre = norm == "pre"
         self.msg = nn.Linear(d, d, bias=False)
         self.self_ = nn.Linear(d, d)
         self.norm = nn.LayerNorm(d)
@@ -78,9 +73,6 @@ class LatticeLayer(nn.Module):
 
         Returns: (B, k, d).
         """
-        if self.pre:
-            n = self.norm(h)  # (B, k, d)
-            return h + self.drop(self.act(torch.matmul(a_in, self.msg(n)) + self.self_(n)))
         agg = torch.matmul(a_in, self.msg(h))  # (k, k) @ (B, k, d) -> (B, k, d)
         return self.norm(h + self.drop(self.act(agg + self.self_(h))))
 
@@ -96,10 +88,10 @@ class LatticeEncoder(nn.Module):
     Meta Utility Layer can gate each one as a block."""
 
     def __init__(self, k: int, d: int, layers: int = 2, tau: float = 0.1, dropout: float = 0.0,
-                 forbidden: torch.Tensor | None = None, norm: str = "post"):
+                 forbidden: torch.Tensor | None = None):
         super().__init__()
         self.adjacency = LearnedAdjacency(k, tau, forbidden)
-        self.layers = nn.ModuleList(LatticeLayer(d, dropout, norm) for _ in range(layers))
+        self.layers = nn.ModuleList(LatticeLayer(d, dropout) for _ in range(layers))
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Args: z (B, k, d). Returns: H (B, k, d), A (k, k)."""
