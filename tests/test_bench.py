@@ -129,7 +129,7 @@ def test_ablation_configs_load_and_switch_off_their_part():
     assert all(getattr(cfgs["no-reg"].phase(n), k) == 0 for n in (3, 4)
                for k in ("lambda_dc", "lambda_dis", "lambda_stable"))
     assert cfgs["gates-off"].phase4.epochs == 0 and cfgs["gates-off"].phase3.epochs == base.phase3.epochs
-    assert cfgs["no-znorm"].model.z_norm is False and base.model.z_norm is True
+    assert cfgs["z-norm"].model.z_norm is True and base.model.z_norm is False
     # an ablation keeps its switch whatever budget --set gives
     spec = BenchSpec("ihdp", (0,), overrides=("phase4.epochs=1",))
     assert csna_config(spec, 0, ablation_path("gates-off")).phase4.epochs == 0

@@ -23,7 +23,7 @@ from ..config import Config, ConfigError, load_config, parse_override
 from ..data import CausalData, ihdp, synthetic
 from ..perf import tune_malloc
 
-ABLATIONS = ("phase1-only", "no-lattice", "sequence-rope", "no-rope", "lambda1-0", "no-reg", "gates-off", "no-znorm")
+ABLATIONS = ("phase1-only", "no-lattice", "sequence-rope", "no-rope", "lambda1-0", "no-reg", "gates-off", "z-norm")
 ABLATION_DIR = Path(__file__).resolve().parents[3] / "configs" / "ablations"
 
 
