@@ -182,9 +182,12 @@ def test_gate_calibration_picks_the_best_threshold_within_the_guards():
     picks = []
     cates = sorted(c[3] for c in checks.values())
     assert cates[-1] > 2 * cates[0] + 1e-3  # thresholds move τ̂ by different amounts
-    # A bar between two distinct drifts, so float noise cannot put a threshold on either side.
-    i = max(j for j in range(len(cates) - 1) if cates[j + 1] > cates[j] * 1.01 + 1e-6)
-    mid = 0.5 * (cates[i] + cates[i + 1])
+    # A bar just under the drift of the unconstrained pick (and above the next smaller drift),
+    # so the effect-drift guard alone must change the choice.
+    free = max(checks, key=lambda s: checks[s][2])
+    assert checks[free][3] > 1e-4  # the best-reward bar does move τ̂ here
+    lower = max(c[3] for c in checks.values() if c[3] < checks[free][3] * 0.99 - 1e-6)
+    mid = 0.5 * (lower + checks[free][3])
     for limit, tol, ctol in [(full_loss + 1e-3, 1e-3, 0.0), (full_loss + 0.2, 0.05, 0.0), (1e9, 1e9, 0.0),
                              (1e9, 1e9, mid)]:
         ok = {t: c for t, c in checks.items() if c[0] <= limit and c[1] <= tol and (ctol == 0 or c[3] <= ctol)}
