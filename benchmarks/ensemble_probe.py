@@ -24,12 +24,23 @@ from csna.predict import predict_features
 from csna.runner import train_run
 
 
+def resplit(splits: dict, t: np.ndarray, seed: int) -> dict:
+    """The same test rows; the other rows redrawn into train / validation, stratified by t."""
+    from sklearn.model_selection import train_test_split
+
+    rest = np.sort(np.concatenate([splits["train"], splits["val"]]))
+    tr, va = train_test_split(rest, test_size=len(splits["val"]), random_state=seed, stratify=t[rest])
+    return {"train": np.sort(tr), "val": np.sort(va), "test": splits["test"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", default="1000-1009")
     ap.add_argument("--seeds", default="42,43,44")
     ap.add_argument("--split-seed", type=int, default=42, help="one split for every seed")
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--resplit", action="store_true",
+                    help="each seed after the first also redraws the train/validation partition (same test rows)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -37,10 +48,15 @@ def main() -> None:
     print(f"{'rep':>5} {'single √PEHE_out (each seed)':>32} {'ensemble':>9} {'single ε_ATE':>26} {'ensemble':>9}")
     for rep in parse_reps(args.reps):
         taus = []
-        for seed in seeds:
+        base = None
+        for j, seed in enumerate(seeds):
             cfg = load_config(None, args.set + [f"data.replication={rep}", f"train.seed={seed}",
                                                 f"data.split_seed={args.split_seed}", "train.progress=false"])
-            run = train_run(cfg)
+            splits = None
+            if args.resplit and base is not None:
+                splits = resplit(base, run.data.T, j)
+            run = train_run(cfg, splits=splits)
+            base = base or run.splits
             idx = run.splits["test"]
             mu = predict_features(run, run.prep.features(run.data.X.iloc[idx]), gates=True)["mu"]  # (n, 2)
             taus.append(mu[:, 1] - mu[:, 0])

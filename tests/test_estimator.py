@@ -9,7 +9,7 @@ from csna import ConfigError, CSNAEstimator
 from csna.data import DataError
 from csna.runner import load_run
 
-TINY = {"phase1__epochs": 3, "phase1__min_epochs": 1, "phase2__epochs": 1, "phase3__epochs": 1,
+TINY = {"train__ensemble": 1, "phase1__epochs": 3, "phase1__min_epochs": 1, "phase2__epochs": 1, "phase3__epochs": 1,
         "phase4__epochs": 1, "train__progress": False, "log__tensorboard": False}
 SMALL_MODEL = {"model__hidden": 32, "model__d": 16, "model__head_hidden": 32}
 # L_causal pulls P(Y|do(T)) toward P(Y|T), i.e. toward the confounded difference in means

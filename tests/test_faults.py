@@ -14,7 +14,7 @@ from csna.config import load_config
 from csna.runner import build_model, fit_preparation, load_data, split_data, to_split
 from csna.train import Trainer, TrainingError, batch_order
 
-TINY = ["phase1.epochs=2", "phase1.min_epochs=1", "phase2.epochs=1", "phase3.epochs=1", "phase4.epochs=1",
+TINY = ["train.ensemble=1", "phase1.epochs=2", "phase1.min_epochs=1", "phase2.epochs=1", "phase3.epochs=1", "phase4.epochs=1",
         "train.threads=1", "log.tensorboard=false"]
 
 

@@ -18,7 +18,7 @@ from csna.config import ConfigError, load_config
 from csna.data import DataError, load_table
 from csna.runner import RunDirError, train_run
 
-TINY = ["phase1.epochs=2", "phase1.min_epochs=1", "phase2.epochs=1", "phase3.epochs=1", "phase4.epochs=1",
+TINY = ["train.ensemble=1", "phase1.epochs=2", "phase1.min_epochs=1", "phase2.epochs=1", "phase3.epochs=1", "phase4.epochs=1",
         "train.threads=1", "log.tensorboard=false"]
 FLAGS = ["--quiet", "--no-figures"] + [a for s in TINY for a in ("--set", s)]
 

@@ -101,6 +101,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .runner import check_compatible, load_data, load_run
 
     run = load_run(args.run_dir)
+    _warn_partial_ensemble(run)
     if args.data:
         data_cfg = copy.deepcopy(run.cfg)
         data_cfg.data.source = args.data
@@ -138,6 +139,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .runner import load_run
 
     run = load_run(args.run_dir)
+    _warn_partial_ensemble(run)
     X = read_frame(args.data)
     out = predict_frame(run, X, gates=not args.no_gates, where=str(args.data))
     out_path = Path(args.out)
@@ -270,3 +272,11 @@ def _one_line(exc: BaseException) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _warn_partial_ensemble(run) -> None:
+    """An interrupted ensemble run scores with the members trained so far; say so."""
+    have, want = len(run.all_members()), run.cfg.train.ensemble
+    if have < want:
+        print(f"csna: warning: {run.run_dir} holds {have} of its {want} ensemble members "
+              f"(csna train --resume {run.run_dir} trains the rest); scoring with {have}", file=sys.stderr)

@@ -33,7 +33,7 @@ from .data import CausalData, DataError, split_indices, validate
 from .perf import tune_malloc
 from .phases import PHASES
 from .predict import predict_features, select_covariates
-from .runner import PREPROCESS_FILE, SPLITS_FILE, Run, environment, load_run, train_run
+from .runner import PREPROCESS_FILE, SPLITS_FILE, Run, environment, load_run, member_dir, train_run
 
 IN_MEMORY = "in-memory"
 
@@ -200,7 +200,8 @@ class CSNAEstimator:
         """Write a run directory that ``load``, ``runner.load_run`` and ``csna predict`` read:
         config.yaml, env.json, preprocess.json, splits.json and the checkpoint of the last
         trained phase (written by ``Trainer.save_phase_checkpoint``, or copied from the run
-        directory this estimator was loaded from).
+        directory this estimator was loaded from); an ensemble's other members each get such a
+        directory of their own under ``members/<j>/``.
 
         Returns:
             the run directory.
@@ -208,31 +209,9 @@ class CSNAEstimator:
         Raises:
             CheckpointError: the directory already holds a checkpoint of another phase.
         """
-        run = self._fitted()
-        rd = Path(path)
-        last = max(run.phases_trained, default=0)
-        if last == 0:
-            raise ckpt.CheckpointError("no phase was trained (every phase has epochs 0): nothing to save")
-        ph = PHASES[last]
-        others = [p.checkpoint for p in PHASES.values() if p is not ph and (rd / p.checkpoint).exists()]
-        if others:
-            raise ckpt.CheckpointError(f"{rd} already holds another csna run ({', '.join(others)}); "
-                                       "save to a new directory")
-        rd.mkdir(parents=True, exist_ok=True)
-        dump_config(run.cfg, rd / "config.yaml")
-        (rd / "env.json").write_text(json.dumps(environment(run.cfg, run.model.y_mean.device), indent=2))
-        (rd / PREPROCESS_FILE).write_text(json.dumps(run.prep.to_dict(), indent=2))
-        if run.splits is not None:
-            (rd / SPLITS_FILE).write_text(json.dumps({k: np.asarray(v).tolist() for k, v in run.splits.items()}))
-        if run.trainer is not None:
-            trainer, kept = run.trainer, run.trainer.run_dir
-            trainer.run_dir = rd
-            try:
-                trainer.save_phase_checkpoint(last)
-            finally:
-                trainer.run_dir = kept
-        elif run.run_dir is not None and Path(run.run_dir).resolve() != rd.resolve():
-            ckpt.atomic_save(ckpt.load(Path(run.run_dir) / ph.checkpoint), rd / ph.checkpoint)
+        rd = _save_run(self._fitted(), Path(path))
+        for j, member in enumerate(self.run_.members, start=1):
+            _save_run(member, member_dir(rd, j))
         return rd
 
     @classmethod
@@ -242,6 +221,34 @@ class CSNAEstimator:
         est = cls(config=run.cfg)
         est._set_run(run)
         return est
+
+
+def _save_run(run: Run, rd: Path) -> Path:
+    """``CSNAEstimator.save`` of one ensemble member."""
+    last = max(run.phases_trained, default=0)
+    if last == 0:
+        raise ckpt.CheckpointError("no phase was trained (every phase has epochs 0): nothing to save")
+    ph = PHASES[last]
+    others = [p.checkpoint for p in PHASES.values() if p is not ph and (rd / p.checkpoint).exists()]
+    if others:
+        raise ckpt.CheckpointError(f"{rd} already holds another csna run ({', '.join(others)}); "
+                                   "save to a new directory")
+    rd.mkdir(parents=True, exist_ok=True)
+    dump_config(run.cfg, rd / "config.yaml")
+    (rd / "env.json").write_text(json.dumps(environment(run.cfg, run.model.y_mean.device), indent=2))
+    (rd / PREPROCESS_FILE).write_text(json.dumps(run.prep.to_dict(), indent=2))
+    if run.splits is not None:
+        (rd / SPLITS_FILE).write_text(json.dumps({k: np.asarray(v).tolist() for k, v in run.splits.items()}))
+    if run.trainer is not None:
+        trainer, kept = run.trainer, run.trainer.run_dir
+        trainer.run_dir = rd
+        try:
+            trainer.save_phase_checkpoint(last)
+        finally:
+            trainer.run_dir = kept
+    elif run.run_dir is not None and Path(run.run_dir).resolve() != rd.resolve():
+        ckpt.atomic_save(ckpt.load(Path(run.run_dir) / ph.checkpoint), rd / ph.checkpoint)
+    return rd
 
 
 # ---------------------------------------------------------------------- inputs

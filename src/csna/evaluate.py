@@ -290,6 +290,7 @@ def evaluate_run(run: Run, data: CausalData, quiet: bool = False) -> Evaluation:
     te = splits["test"]
     x_out = x[te]
     m = core_metrics(run, data)
+    m["ensemble_members"] = len(run.all_members())  # the structure metrics below read the first one
     mode = gate_mode_of(run)
     names = [name for name, _ in model.blocks()]
     arrays: dict[str, Any] = {"block_names": names, "gated": run.gated, "k": model.cfg.k, "te": te,
@@ -337,12 +338,16 @@ def evaluate_run(run: Run, data: CausalData, quiet: bool = False) -> Evaluation:
             arrays["attn"] = fw_full["attn"]
         if "u" in fw_hard:
             arrays["u"] = fw_hard["u"]
-        m["flops_full"] = flops_per_sample(model, x_out, "off")
-        m["flops_gated"] = m["flops_full"] if mode == "off" else flops_per_sample(model, x_out, mode)
+        # Compute is the whole ensemble's: every member runs (its own gates) on every row.
+        members = run.all_members()
+        m["flops_full"] = sum(flops_per_sample(r.model, x_out, "off") for r in members)
+        m["flops_gated"] = (m["flops_full"] if mode == "off" else
+                            sum(flops_per_sample(r.model, x_out, gate_mode_of(r)) for r in members))
         # The controller costs FLOPs too: gates that skip nothing make the gated pass dearer.
         m["flops_reduction"] = float(np.clip(1.0 - m["flops_gated"] / m["flops_full"], 0.0, 1.0))
-        m["wall_full_ms"] = wall_ms(model, x_out, "off")
-        m["wall_gated_ms"] = m["wall_full_ms"] if mode == "off" else wall_ms(model, x_out, mode)
+        m["wall_full_ms"] = sum(wall_ms(r.model, x_out, "off") for r in members)
+        m["wall_gated_ms"] = (m["wall_full_ms"] if mode == "off" else
+                              sum(wall_ms(r.model, x_out, gate_mode_of(r)) for r in members))
     m["time_evaluate_s"] = time.perf_counter() - t_start
     return Evaluation(m, arrays)
 

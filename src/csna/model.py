@@ -31,7 +31,7 @@ MODULES = ("encoder", "lattice", "attention", "heads", "utility")
 class Outputs:
     pred: torch.Tensor  # (B, K) standardised means, or (B, K, C) logits
     prop_logits: torch.Tensor  # (B, K)
-    rep: torch.Tensor  # (B, d) pooled representation the heads read
+    rep: torch.Tensor  # (B, d) pooled representation the heads read ((B, k·d) with readout "concat")
     z: torch.Tensor  # (B, k, d)
     h: torch.Tensor | None = None  # (B, k, d) after the lattice
     r: torch.Tensor | None = None  # (B, k, d) after attention
@@ -63,9 +63,10 @@ class CSNAModel(nn.Module):
                                    cfg.positional, cfg.dropout)
             for _ in range(cfg.attention_blocks)
         )
+        r = cfg.k * cfg.d if cfg.readout == "concat" else cfg.d
         self.heads = nn.ModuleDict({
-            "outcome": OutcomeHeads(cfg.d, n_treatments, n_classes, cfg.head_hidden, cfg.dropout),
-            "propensity": PropensityHead(cfg.d, n_treatments, cfg.head_hidden),
+            "outcome": OutcomeHeads(r, n_treatments, n_classes, cfg.head_hidden, cfg.dropout),
+            "propensity": PropensityHead(r, n_treatments, cfg.head_hidden),
         })
         self.n_blocks = n_lat + cfg.attention_blocks
         self.utility = MetaUtility(cfg.d, max(self.n_blocks, 1), cfg.utility_hidden)
@@ -184,7 +185,7 @@ class CSNAModel(nn.Module):
                 state = run(lambda s, m=blk: m(s, dist, unrel), state, block_i)
                 block_i += 1
             r = state
-        rep = state.mean(dim=1)  # (B, d)
+        rep = state.flatten(1) if self.cfg.readout == "concat" else state.mean(dim=1)  # (B, k·d) or (B, d)
         pred = self.heads["outcome"](rep)
         prop = self.heads["propensity"](rep)
         u_all = torch.stack(us, dim=1) if us else None  # (B, n)

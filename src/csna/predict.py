@@ -49,8 +49,20 @@ def predict_features(run: Run, x: np.ndarray, gates: bool = True, batch_size: in
 
     Returns: ``mu`` (n, K) expected outcome under each treatment (P(Y=1) for a binary outcome,
     the expected class index for multiclass), ``probs`` (n, K, C) for classification,
-    ``propensity`` (n, K), ``gates`` (n, n_blocks) when gated.
+    ``propensity`` (n, K), ``gates`` (n, M·n_blocks) when gated, member by member.
+
+    A seed ensemble (M = ``train.ensemble`` members) predicts the mean of its members' ``mu``,
+    ``probs`` and ``propensity``; each member runs its own gates.
     """
+    parts = [_predict_member(m, x, gates, batch_size) for m in run.all_members()]
+    res = {k: np.mean([p[k] for p in parts], axis=0) for k in ("mu", "propensity", "probs") if k in parts[0]}
+    if all("gates" in p for p in parts):
+        res["gates"] = np.concatenate([p["gates"] for p in parts], axis=1)
+    return res
+
+
+def _predict_member(run: Run, x: np.ndarray, gates: bool, batch_size: int) -> dict[str, np.ndarray]:
+    """``predict_features`` of one model."""
     model = run.model
     model.eval()
     dev = model.y_mean.device

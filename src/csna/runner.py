@@ -12,7 +12,8 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -170,10 +171,17 @@ class Run:
     run_dir: Path | None = None
     trainer: Trainer | None = None
     phases_trained: tuple[int, ...] = ()
+    # The other members of a seed ensemble (train.ensemble > 1), each a whole run of its own
+    # in run_dir/members/<j>/; predictions average ``model`` and theirs.
+    members: list["Run"] = field(default_factory=list)
 
     @property
     def gated(self) -> bool:
         return 4 in self.phases_trained
+
+    def all_members(self) -> list["Run"]:
+        """This run and its ensemble members, the first member first."""
+        return [self, *self.members]
 
 
 def split_data(cfg: Config, data: CausalData) -> dict[str, np.ndarray]:
@@ -248,10 +256,68 @@ def check_splits(data: CausalData, splits: dict[str, np.ndarray]) -> None:
                             f"({classes.tolist()}); a classifier needs at least two")
 
 
+MEMBERS_DIR = "members"
+
+
+def member_dir(run_dir: str | Path | None, j: int) -> Path | None:
+    """Where ensemble member ``j`` ≥ 1 of a run lives: ``run_dir/members/<j>``."""
+    return None if run_dir is None else Path(run_dir) / MEMBERS_DIR / str(j)
+
+
+def member_config(cfg: Config, j: int) -> Config:
+    """Member ``j``'s config: seed ``train.seed + j``, a single model (it is one member)."""
+    out = copy.deepcopy(cfg)
+    out.train.seed = cfg.train.seed + j
+    out.train.ensemble = 1
+    return out
+
+
+def member_splits(splits: dict[str, np.ndarray], t: np.ndarray, j: int, resplit: bool) -> dict[str, np.ndarray]:
+    """Member ``j``'s split: the first member's, or with ``resplit`` the same test rows and the
+    other rows redrawn into train / validation (stratified by treatment ``t``, seed ``j``)."""
+    if not resplit or j == 0 or len(splits["val"]) == 0:
+        return splits
+    from sklearn.model_selection import train_test_split
+
+    rest = np.sort(np.concatenate([splits["train"], splits["val"]]))
+    try:
+        tr, va = train_test_split(rest, test_size=len(splits["val"]), random_state=j, stratify=t[rest])
+    except ValueError:  # a treatment group too small to stratify: keep the first member's split
+        return splits
+    return {"train": np.sort(tr), "val": np.sort(va), "test": np.asarray(splits["test"])}
+
+
 def train_run(cfg: Config, data: CausalData | None = None, run_dir: str | Path | None = None,
               progress: bool = False, splits: dict[str, np.ndarray] | None = None,
               resume: bool = False, overwrite: bool = False) -> Run:
-    """Train all four phases and, with ``run_dir``, write the run directory (design §7).
+    """Train all four phases of every ensemble member and, with ``run_dir``, write the run
+    directory (design §7); the members after the first go to ``run_dir/members/<j>/``.
+
+    Same arguments and errors as ``train_member``; ``resume`` continues each member from its
+    furthest saved state and starts the members not begun yet.
+    """
+    run = train_member(cfg, data, run_dir, progress, splits, resume, overwrite)
+    streamed = cfg.data.stream
+    for j in range(1, cfg.train.ensemble):
+        md = member_dir(run.run_dir, j)
+        sp = None if streamed else member_splits(run.splits, run.data.T, j, cfg.train.ensemble_resplit)
+        run.members.append(train_member(member_config(cfg, j), None if streamed else run.data, md, progress, sp,
+                                        resume=bool(resume and md is not None and is_run_dir(md))))
+    if run.members:
+        each = [float(m.fit_seconds) for m in run.all_members()]  # type: ignore[attr-defined]
+        run.fit_seconds = sum(each)  # type: ignore[attr-defined]
+        hist = run.run_dir / "history.json" if run.run_dir is not None else None
+        if hist is not None and hist.is_file() and dist_current().is_main:
+            h = json.loads(hist.read_text())
+            h.update(time_fit_s=run.fit_seconds, time_fit_s_members=each)  # type: ignore[attr-defined]
+            hist.write_text(json.dumps(h, indent=2))
+    return run
+
+
+def train_member(cfg: Config, data: CausalData | None = None, run_dir: str | Path | None = None,
+                 progress: bool = False, splits: dict[str, np.ndarray] | None = None,
+                 resume: bool = False, overwrite: bool = False) -> Run:
+    """Train all four phases of one model and, with ``run_dir``, write its run directory.
 
     Every check (data, splits, a resumed run's checkpoints against the data and config) runs
     before anything is written, so bad input never touches saved work.
@@ -351,7 +417,7 @@ def train_run(cfg: Config, data: CausalData | None = None, run_dir: str | Path |
                                       purge_step=int(state.get("global_step", 0)) if state else 0)
         if imputed:
             logger.text("data/imputed", json.dumps(imputed))
-    bar = _progress_factory() if progress and ctx.is_main else None
+    bar = _progress_factory(cfg.train.seed) if progress and ctx.is_main else None
     trainer = Trainer(model, cfg, train_source if streamed else to_split(prep, data, splits["train"], device),
                       to_split(prep, data, splits["val"], device), rd if ctx.is_main else None, logger, meta, bar)
     if state is None:
@@ -428,15 +494,24 @@ def load_run(run_dir: str | Path, device: str = "auto") -> Run:
     splits = None
     if (rd / SPLITS_FILE).is_file():
         splits = {k: np.asarray(v, dtype=np.int64) for k, v in json.loads((rd / SPLITS_FILE).read_text()).items()}
-    return Run(cfg, model, prep, splits, None, rd, None, tuple(found))
+    run = Run(cfg, model, prep, splits, None, rd, None, tuple(found))
+    for j in range(1, cfg.train.ensemble):
+        md = member_dir(rd, j)
+        if not any((md / ph.checkpoint).is_file() for ph in PHASES.values()):
+            break  # an interrupted run: the members trained so far (csna train --resume adds the rest)
+        member = load_run(md, device)
+        if member.prep.to_dict() != prep.to_dict():
+            raise ckpt.CheckpointError(f"{md} does not belong to {rd}: its preprocessing differs")
+        run.members.append(member)
+    return run
 
 
-def _progress_factory():
-    """A tqdm bar per phase with the running loss."""
+def _progress_factory(seed: int):
+    """A tqdm bar per phase with the running loss (and the seed, which tells ensemble members apart)."""
     from tqdm import tqdm
 
     def make(total: int, desc: str):
-        bar = tqdm(total=total, desc=desc, leave=True, dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(total=total, desc=f"{desc} (seed {seed})", leave=True, dynamic_ncols=True, file=sys.stderr)
         ema = [None]
 
         def update(loss):

@@ -1,0 +1,107 @@
+"""Seed ensembles (train.ensemble): each member is an ordinary run, and the ensemble predicts
+their mean; it saves, loads, resumes and counts its compute as the sum of its members'."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from csna import CSNAEstimator
+from csna.checkpoint import CheckpointError
+from csna.cli import main
+from csna.config import ConfigError, load_config
+from csna.evaluate import flops_per_sample
+from csna.predict import predict_features
+from csna.runner import load_run, member_splits, train_run
+
+TINY = ["phase1.epochs=2", "phase1.min_epochs=1", "phase2.epochs=1", "phase3.epochs=1", "phase4.epochs=1",
+        "train.progress=false", "log.tensorboard=false"]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """A two-member ensemble trained into a run directory, and its features."""
+    rd = tmp_path_factory.mktemp("ens") / "run"
+    run = train_run(load_config(None, TINY + ["train.ensemble=2"]), run_dir=rd)
+    return run, rd, run.prep.features(run.data.X)
+
+
+def test_the_ensemble_is_the_mean_of_its_members_trained_alone(pair):
+    run, _, x = pair
+    # The reference: two ordinary single-model runs, seeds 42 and 43, on the split of seed 42.
+    alone = [predict_features(train_run(load_config(None, TINY + [f"train.seed={s}", "data.split_seed=42",
+                                                                   "train.ensemble=1"])), x)["mu"]
+             for s in (42, 43)]
+    assert np.abs(alone[0] - alone[1]).max() > 1e-3  # the seeds differ, so the mean is not either one
+    got = predict_features(run, x)
+    np.testing.assert_allclose(got["mu"], (alone[0] + alone[1]) / 2, rtol=0, atol=1e-5)
+    assert got["gates"].shape == (len(x), 2 * run.model.n_blocks)  # each member's own gates, side by side
+
+
+def test_a_saved_ensemble_loads_and_scores_the_same(pair, tmp_path):
+    run, rd, x = pair
+    back = load_run(rd)
+    assert len(back.members) == 1 and (rd / "members" / "1" / "meta_controller.pt").is_file()
+    np.testing.assert_array_equal(predict_features(back, x)["mu"], predict_features(run, x)["mu"])
+    # the estimator API writes and reads the same layout
+    est = CSNAEstimator.load(rd)
+    again = CSNAEstimator.load(est.save(tmp_path / "copy"))
+    np.testing.assert_array_equal(again.effect(back.data.X if back.data is not None else run.data.X),
+                                  est.effect(run.data.X))
+
+
+def test_compute_counts_every_member(pair):
+    run, rd, x = pair
+    assert main(["evaluate", str(rd), "--no-figures"]) == 0
+    m = json.loads((rd / "metrics.json").read_text())
+    te = x[run.splits["test"]]
+    each = [flops_per_sample(r.model, te, "off") for r in run.all_members()]
+    assert m["ensemble_members"] == 2
+    assert m["flops_full"] == pytest.approx(sum(each)) and each[0] == pytest.approx(each[1])
+
+
+def test_resume_trains_the_missing_member_as_an_uninterrupted_run_does(pair, tmp_path, capsys):
+    run, rd, x = pair
+    cut = tmp_path / "cut"
+    shutil.copytree(rd, cut)
+    shutil.rmtree(cut / "members")
+    assert main(["evaluate", str(cut), "--no-figures"]) == 0
+    assert "holds 1 of its 2 ensemble members" in capsys.readouterr().err
+    assert main(["train", "--resume", str(cut), "--quiet", "--no-figures"]) == 0
+    np.testing.assert_array_equal(predict_features(load_run(cut), x)["mu"], predict_features(run, x)["mu"])
+
+
+def test_a_member_of_another_run_is_refused(pair, tmp_path):
+    _, rd, _ = pair
+    other = tmp_path / "other"
+    train_run(load_config(None, TINY + ["train.ensemble=2", "data.replication=1"]), run_dir=other)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(rd, mixed)
+    shutil.rmtree(mixed / "members" / "1")
+    shutil.copytree(other / "members" / "1", mixed / "members" / "1")
+    with pytest.raises(CheckpointError, match="does not belong"):
+        load_run(mixed)
+
+
+def test_resplit_keeps_the_test_rows_and_redraws_the_rest():
+    rng = np.random.default_rng(0)
+    t = (rng.random(200) < 0.3).astype(np.int64)
+    perm = rng.permutation(200)
+    base = {"train": np.sort(perm[:120]), "val": np.sort(perm[120:180]), "test": np.sort(perm[180:])}
+    assert member_splits(base, t, 1, resplit=False) is base
+    assert member_splits(base, t, 0, resplit=True) is base
+    new = member_splits(base, t, 1, resplit=True)
+    np.testing.assert_array_equal(new["test"], base["test"])
+    assert len(new["train"]) == 120 and len(new["val"]) == 60
+    assert not np.array_equal(new["val"], base["val"])
+    every = np.sort(np.concatenate([new["train"], new["val"], new["test"]]))
+    np.testing.assert_array_equal(every, np.arange(200))  # disjoint and complete
+    assert abs(t[new["val"]].mean() - t[np.concatenate([base["train"], base["val"]])].mean()) < 0.02  # stratified
+
+
+def test_ensemble_size_must_be_positive(capsys):
+    with pytest.raises(ConfigError, match="train.ensemble"):
+        load_config(None, ["train.ensemble=0"])
+    assert main(["train", "--set", "train.ensemble=0"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
