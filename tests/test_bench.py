@@ -130,6 +130,11 @@ def test_ablation_configs_load_and_switch_off_their_part():
                for k in ("lambda_dc", "lambda_dis", "lambda_stable"))
     assert cfgs["gates-off"].phase4.epochs == 0 and cfgs["gates-off"].phase3.epochs == base.phase3.epochs
     assert cfgs["z-norm"].model.z_norm is True and base.model.z_norm is False
+    # one model each: the components are compared within a single model, against "single"
+    assert base.train.ensemble == 3 and all(c.train.ensemble == 1 for c in cfgs.values())
+    single = cfgs["single"].to_dict()
+    single["train"]["ensemble"] = base.train.ensemble
+    assert single == base.to_dict()  # "single" changes nothing else
     # an ablation keeps its switch whatever budget --set gives
     spec = BenchSpec("ihdp", (0,), overrides=("phase4.epochs=1",))
     assert csna_config(spec, 0, ablation_path("gates-off")).phase4.epochs == 0

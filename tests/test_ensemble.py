@@ -13,7 +13,7 @@ from csna.cli import main
 from csna.config import ConfigError, load_config
 from csna.evaluate import flops_per_sample
 from csna.predict import predict_features
-from csna.runner import load_run, member_splits, train_run
+from csna.runner import load_run, member_splits, train_member, train_run
 
 TINY = ["phase1.epochs=2", "phase1.min_epochs=1", "phase2.epochs=1", "phase3.epochs=1", "phase4.epochs=1",
         "train.progress=false", "log.tensorboard=false"]
@@ -23,16 +23,20 @@ TINY = ["phase1.epochs=2", "phase1.min_epochs=1", "phase2.epochs=1", "phase3.epo
 def pair(tmp_path_factory):
     """A two-member ensemble trained into a run directory, and its features."""
     rd = tmp_path_factory.mktemp("ens") / "run"
-    run = train_run(load_config(None, TINY + ["train.ensemble=2"]), run_dir=rd)
+    run = train_run(load_config(None, TINY + ["train.ensemble=2", "train.ensemble_workers=1"]), run_dir=rd)
     return run, rd, run.prep.features(run.data.X)
 
 
 def test_the_ensemble_is_the_mean_of_its_members_trained_alone(pair):
     run, _, x = pair
-    # The reference: two ordinary single-model runs, seeds 42 and 43, on the split of seed 42.
-    alone = [predict_features(train_run(load_config(None, TINY + [f"train.seed={s}", "data.split_seed=42",
-                                                                   "train.ensemble=1"])), x)["mu"]
-             for s in (42, 43)]
+    # The reference: two ordinary single-model runs, seeds 42 and 43, the second on the split
+    # redrawn for member 1 (train.ensemble_resplit, the default).
+    assert run.cfg.train.ensemble_resplit
+    splits = [run.splits, member_splits(run.splits, run.data.T, 1, resplit=True)]
+    assert not np.array_equal(splits[0]["val"], splits[1]["val"])
+    # (with the first member's preprocessing, which members share: one feature matrix feeds all)
+    alone = [predict_features(train_member(load_config(None, TINY + [f"train.seed={s}", "train.ensemble=1"]),
+                                           splits=sp, prep=run.prep), x)["mu"] for s, sp in zip((42, 43), splits)]
     assert np.abs(alone[0] - alone[1]).max() > 1e-3  # the seeds differ, so the mean is not either one
     got = predict_features(run, x)
     np.testing.assert_allclose(got["mu"], (alone[0] + alone[1]) / 2, rtol=0, atol=1e-5)
@@ -43,12 +47,28 @@ def test_a_saved_ensemble_loads_and_scores_the_same(pair, tmp_path):
     run, rd, x = pair
     back = load_run(rd)
     assert len(back.members) == 1 and (rd / "members" / "1" / "meta_controller.pt").is_file()
+    saved = json.loads((rd / "members" / "1" / "splits.json").read_text())
+    np.testing.assert_array_equal(saved["val"], run.members[0].splits["val"])  # the member's own split
     np.testing.assert_array_equal(predict_features(back, x)["mu"], predict_features(run, x)["mu"])
     # the estimator API writes and reads the same layout
     est = CSNAEstimator.load(rd)
     again = CSNAEstimator.load(est.save(tmp_path / "copy"))
     np.testing.assert_array_equal(again.effect(back.data.X if back.data is not None else run.data.X),
                                   est.effect(run.data.X))
+
+
+@pytest.mark.parametrize("with_dir", [True, False])
+def test_members_trained_in_worker_processes_match_one_after_another(pair, tmp_path, with_dir):
+    run, rd, x = pair
+    rd2 = tmp_path / "par" if with_dir else None
+    par = train_run(load_config(None, TINY + ["train.ensemble=2", "train.ensemble_workers=2"]), run_dir=rd2)
+    np.testing.assert_array_equal(predict_features(par, x)["mu"], predict_features(run, x)["mu"])
+    assert par.members[0].run_dir == (rd2 / "members" / "1" if with_dir else None)
+    # a member trained without a directory still saves (from the checkpoint kept in memory)
+    est = CSNAEstimator(config=par.cfg)
+    est._set_run(par)
+    back = CSNAEstimator.load(est.save(tmp_path / "saved"))
+    np.testing.assert_array_equal(back.effect(run.data.X), est.effect(run.data.X))
 
 
 def test_compute_counts_every_member(pair):

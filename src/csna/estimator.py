@@ -248,6 +248,8 @@ def _save_run(run: Run, rd: Path) -> Path:
             trainer.run_dir = kept
     elif run.run_dir is not None and Path(run.run_dir).resolve() != rd.resolve():
         ckpt.atomic_save(ckpt.load(Path(run.run_dir) / ph.checkpoint), rd / ph.checkpoint)
+    elif run.checkpoint is not None:  # a member trained in a worker process, held in memory
+        ckpt.atomic_save(run.checkpoint, rd / ph.checkpoint)
     return rd
 
 

@@ -31,7 +31,7 @@ MODULES = ("encoder", "lattice", "attention", "heads", "utility")
 class Outputs:
     pred: torch.Tensor  # (B, K) standardised means, or (B, K, C) logits
     prop_logits: torch.Tensor  # (B, K)
-    rep: torch.Tensor  # (B, d) pooled representation the heads read ((B, k·d) with readout "concat")
+    rep: torch.Tensor  # (B, d) pooled representation the heads read
     z: torch.Tensor  # (B, k, d)
     h: torch.Tensor | None = None  # (B, k, d) after the lattice
     r: torch.Tensor | None = None  # (B, k, d) after attention
@@ -63,10 +63,9 @@ class CSNAModel(nn.Module):
                                    cfg.positional, cfg.dropout)
             for _ in range(cfg.attention_blocks)
         )
-        r = cfg.k * cfg.d if cfg.readout == "concat" else cfg.d
         self.heads = nn.ModuleDict({
-            "outcome": OutcomeHeads(r, n_treatments, n_classes, cfg.head_hidden, cfg.dropout),
-            "propensity": PropensityHead(r, n_treatments, cfg.head_hidden),
+            "outcome": OutcomeHeads(cfg.d, n_treatments, n_classes, cfg.head_hidden, cfg.dropout),
+            "propensity": PropensityHead(cfg.d, n_treatments, cfg.head_hidden),
         })
         self.n_blocks = n_lat + cfg.attention_blocks
         self.utility = MetaUtility(cfg.d, max(self.n_blocks, 1), cfg.utility_hidden)
@@ -120,8 +119,8 @@ class CSNAModel(nn.Module):
     # ---------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor, depth: int | None = None, gate_mode: str = "off",
                 gates: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                drop_rate: float = 0.0, noise: torch.Tensor | None = None, with_value: bool = False
-                ) -> Outputs:
+                drop_rate: float = 0.0, noise: torch.Tensor | None = None, with_value: bool = False,
+                z: torch.Tensor | None = None) -> Outputs:
         """Args:
             x: (B, p) preprocessed features.
             depth: 1, 2 or 3 (defaults to the depth trained so far).
@@ -138,11 +137,13 @@ class CSNAModel(nn.Module):
                 Without it the draws come from ``generator``.
             with_value: also return the critic's V(z) (phase 4; inside the forward so that
                 DistributedDataParallel sees the critic's parameters used).
+            z: (B, k, d) the encoder's output for ``x``, computed once by the caller for
+                several passes over the same rows (phase 4's gate calibration).
         """
         if gate_mode not in GATE_MODES:
             raise ValueError(f"gate_mode must be one of {GATE_MODES}, got {gate_mode!r}")
         depth = int(self.depth) if depth is None else depth
-        z = self.encoder(x)  # (B, k, d)
+        z = self.encoder(x) if z is None else z  # (B, k, d)
         state, h, r, a = z, None, None, None
         us: list[torch.Tensor] = []
         gs: list[torch.Tensor] = []
@@ -185,7 +186,7 @@ class CSNAModel(nn.Module):
                 state = run(lambda s, m=blk: m(s, dist, unrel), state, block_i)
                 block_i += 1
             r = state
-        rep = state.flatten(1) if self.cfg.readout == "concat" else state.mean(dim=1)  # (B, k·d) or (B, d)
+        rep = state.mean(dim=1)  # (B, d)
         pred = self.heads["outcome"](rep)
         prop = self.heads["propensity"](rep)
         u_all = torch.stack(us, dim=1) if us else None  # (B, n)

@@ -174,6 +174,9 @@ class Run:
     # The other members of a seed ensemble (train.ensemble > 1), each a whole run of its own
     # in run_dir/members/<j>/; predictions average ``model`` and theirs.
     members: list["Run"] = field(default_factory=list)
+    # The last phase checkpoint of a member trained in a worker without a run directory, kept
+    # so that CSNAEstimator.save can write it.
+    checkpoint: dict[str, Any] | None = None
 
     @property
     def gated(self) -> bool:
@@ -210,7 +213,7 @@ def stream_requested(cfg: Config, data: CausalData | None) -> bool:
     return True
 
 
-def _prepare_stream(cfg: Config, device: torch.device):
+def _prepare_stream(cfg: Config, device: torch.device, prep: Prepared | None = None):
     """(evaluation data, its split, preprocessing, training batch source, rows in the file) of
     a streamed table (``csna.streaming``)."""
     from . import streaming
@@ -221,7 +224,7 @@ def _prepare_stream(cfg: Config, device: torch.device):
     check_splits(fit, {"train": fit_idx, "val": np.arange(len(sc.val.T))})
     if len(sc.val.T) < 2 or len(sc.test.T) < 1:
         raise DataError(f"{sc.path}: too few validation / test rows for data.split {list(cfg.data.split)}")
-    prep = fit_preparation(cfg, fit, fit_idx)
+    prep = prep or fit_preparation(cfg, fit, fit_idx)
     data, splits = streaming.eval_data(sc)
     cov, treat, out = sc.covariates, sc.treatment, sc.outcome
 
@@ -269,6 +272,8 @@ def member_config(cfg: Config, j: int) -> Config:
     out = copy.deepcopy(cfg)
     out.train.seed = cfg.train.seed + j
     out.train.ensemble = 1
+    # The first member's split seed, so a streamed table splits its rows the same way.
+    out.data.split_seed = cfg.data.split_seed if cfg.data.split_seed >= 0 else cfg.train.seed
     return out
 
 
@@ -296,13 +301,24 @@ def train_run(cfg: Config, data: CausalData | None = None, run_dir: str | Path |
     Same arguments and errors as ``train_member``; ``resume`` continues each member from its
     furthest saved state and starts the members not begun yet.
     """
-    run = train_member(cfg, data, run_dir, progress, splits, resume, overwrite)
     streamed = cfg.data.stream
-    for j in range(1, cfg.train.ensemble):
+    workers = ensemble_workers(cfg)
+    pool = _MemberPool(cfg, workers, resume) if workers > 1 else None
+    try:
+        # The other members start in worker processes as soon as the first member's split and
+        # preprocessing are fixed (and its run directory written); the first trains here.
+        run = train_member(cfg, data, run_dir, progress, splits, resume, overwrite,
+                           on_ready=pool.start if pool is not None else None)
+        if pool is not None:
+            run.members.extend(pool.collect())
+    finally:
+        if pool is not None:
+            pool.close()
+    for j in range(len(run.members) + 1, cfg.train.ensemble):  # one after another
         md = member_dir(run.run_dir, j)
         sp = None if streamed else member_splits(run.splits, run.data.T, j, cfg.train.ensemble_resplit)
         run.members.append(train_member(member_config(cfg, j), None if streamed else run.data, md, progress, sp,
-                                        resume=bool(resume and md is not None and is_run_dir(md))))
+                                        resume=bool(resume and md is not None and is_run_dir(md)), prep=run.prep))
     if run.members:
         each = [float(m.fit_seconds) for m in run.all_members()]  # type: ignore[attr-defined]
         run.fit_seconds = sum(each)  # type: ignore[attr-defined]
@@ -314,9 +330,83 @@ def train_run(cfg: Config, data: CausalData | None = None, run_dir: str | Path |
     return run
 
 
+def ensemble_workers(cfg: Config) -> int:
+    """Processes that train an ensemble's members at once: ``train.ensemble_workers``, or with
+    0 as many as there are members and usable CPU cores; 1 (one after another) for a single
+    model, a streamed table or a data-parallel run."""
+    m = cfg.train.ensemble
+    import multiprocessing as mp
+
+    # A daemonic process (a multiprocessing.Pool worker) may not start processes of its own.
+    if m <= 1 or cfg.data.stream or dist_current().enabled or mp.current_process().daemon:
+        return 1
+    if cfg.train.ensemble_workers > 0:
+        return min(cfg.train.ensemble_workers, m)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(m, cores // max(cfg.train.threads, 1)))
+
+
+def _member_job(cfg: Config, data: CausalData, run_dir: str, splits: dict[str, np.ndarray], resume: bool,
+                prep: Prepared) -> float:
+    """Train one ensemble member in a worker process into ``run_dir``; its fit seconds."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    return float(train_member(cfg, data, run_dir, False, splits, resume=resume, prep=prep).fit_seconds)
+
+
+class _MemberPool:
+    """Members 1 … M−1 of an ensemble, trained in ``workers − 1`` spawned processes while the
+    first member trains in this one. Each writes its own run directory (``members/<j>/``, or a
+    temporary one for a run without a directory) and is loaded back from it; the results are
+    the ones training one after another gives."""
+
+    def __init__(self, cfg: Config, workers: int, resume: bool):
+        self.cfg, self.workers, self.resume = cfg, workers, resume
+        self.pool = None
+        self.jobs: list[tuple[int, Path, bool, Any]] = []
+        self.tmp: str | None = None
+
+    def start(self, run_dir: Path | None, data: CausalData, splits: dict[str, np.ndarray], prep: Prepared) -> None:
+        import multiprocessing as mp
+        import tempfile
+
+        if run_dir is None:
+            self.tmp = tempfile.mkdtemp(prefix="csna-members-")
+        # spawn: a forked child of a process that has started torch's thread pools can hang.
+        self.pool = mp.get_context("spawn").Pool(self.workers - 1)
+        for j in range(1, self.cfg.train.ensemble):
+            md = member_dir(run_dir if run_dir is not None else self.tmp, j)
+            again = bool(self.resume and run_dir is not None and is_run_dir(md))
+            sp = member_splits(splits, data.T, j, self.cfg.train.ensemble_resplit)
+            job = self.pool.apply_async(_member_job, (member_config(self.cfg, j), data, str(md), sp, again, prep))
+            self.jobs.append((j, md, run_dir is None, job))
+
+    def collect(self) -> list[Run]:
+        out = []
+        for _, md, temporary, job in self.jobs:
+            fit = job.get()  # a worker's exception is raised here
+            member = load_run(md, device=self.cfg.train.device)
+            member.fit_seconds = fit  # type: ignore[attr-defined]
+            if temporary:  # keep what saving needs in memory; the directory goes
+                last = max(member.phases_trained)
+                member.checkpoint = ckpt.load(md / PHASES[last].checkpoint)
+                member.run_dir = None
+            out.append(member)
+        return out
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()  # after an error or Ctrl-C here, the members stop too
+            self.pool.join()
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
 def train_member(cfg: Config, data: CausalData | None = None, run_dir: str | Path | None = None,
                  progress: bool = False, splits: dict[str, np.ndarray] | None = None,
-                 resume: bool = False, overwrite: bool = False) -> Run:
+                 resume: bool = False, overwrite: bool = False, prep: Prepared | None = None,
+                 on_ready=None) -> Run:
     """Train all four phases of one model and, with ``run_dir``, write its run directory.
 
     Every check (data, splits, a resumed run's checkpoints against the data and config) runs
@@ -329,6 +419,10 @@ def train_member(cfg: Config, data: CausalData | None = None, run_dir: str | Pat
             run gives.
         overwrite: replace a run that ``run_dir`` already holds (without it, an existing run is
             refused: use ``resume``).
+        prep: preprocessing to use instead of fitting it on the training rows (an ensemble's
+            members share the first member's, so one feature matrix feeds them all).
+        on_ready: called as ``on_ready(run_dir, data, splits, prep)`` once every check has
+            passed and the run directory is written, before training starts.
 
     Raises:
         DataError, ConfigError, CheckpointError, RunDirError: bad input, with a one-line message.
@@ -355,7 +449,7 @@ def train_member(cfg: Config, data: CausalData | None = None, run_dir: str | Pat
     if streamed:
         if resume:
             raise ConfigError("a streamed run (data.stream) cannot be resumed; start it again with --overwrite")
-        data, splits, prep, train_source, _ = _prepare_stream(cfg, device)
+        data, splits, prep, train_source, _ = _prepare_stream(cfg, device, prep)
         missing = {}
     elif data is None:
         data = load_data(cfg)
@@ -375,7 +469,7 @@ def train_member(cfg: Config, data: CausalData | None = None, run_dir: str | Pat
     if not streamed:
         splits = splits or split_data(cfg, data)
         check_splits(data, splits)
-        prep = fit_preparation(cfg, data, splits["train"])
+        prep = prep or fit_preparation(cfg, data, splits["train"])
     if resume and rd is not None and (rd / PREPROCESS_FILE).is_file():
         saved = json.loads((rd / PREPROCESS_FILE).read_text())
         if saved.get("preprocessor") != json.loads(json.dumps(prep.to_dict()["preprocessor"])):
@@ -417,6 +511,8 @@ def train_member(cfg: Config, data: CausalData | None = None, run_dir: str | Pat
                                       purge_step=int(state.get("global_step", 0)) if state else 0)
         if imputed:
             logger.text("data/imputed", json.dumps(imputed))
+    if on_ready is not None:
+        on_ready(rd, data, splits, prep)
     bar = _progress_factory(cfg.train.seed) if progress and ctx.is_main else None
     trainer = Trainer(model, cfg, train_source if streamed else to_split(prep, data, splits["train"], device),
                       to_split(prep, data, splits["val"], device), rd if ctx.is_main else None, logger, meta, bar)

@@ -694,17 +694,26 @@ class Trainer:
         return z.mean(0), torch.cov(z.t())
 
     @torch.no_grad()
-    def _eval_pass(self, sp: Split, depth: int, gate_mode: str = "off") -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _eval_pass(self, sp: Split, depth: int, gate_mode: str = "off",
+                   z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(pred, gates) of the model in evaluation mode over ``sp``, EVAL_BATCH rows at a time,
-        so a large validation sample never becomes one huge batch."""
+        so a large validation sample never becomes one huge batch; ``z`` (n, k, d) is the
+        encoder's output for ``sp`` when the caller already has it."""
         self.model.eval()
         preds, gates = [], []
         for i in range(0, len(sp), EVAL_BATCH):
-            out = self.model(sp.x[i:i + EVAL_BATCH], depth=depth, gate_mode=gate_mode)
+            zi = None if z is None else z[i:i + EVAL_BATCH]
+            out = self.model(sp.x[i:i + EVAL_BATCH], depth=depth, gate_mode=gate_mode, z=zi)
             preds.append(out.pred)
             gates.append(out.gates)
         g = torch.cat(gates) if gates and gates[0] is not None else None
         return torch.cat(preds), g
+
+    @torch.no_grad()
+    def _encode(self, sp: Split) -> torch.Tensor:
+        """The encoder's output z (n, k, d) over ``sp`` in evaluation mode, in _eval_pass's chunks."""
+        self.model.eval()
+        return torch.cat([self.model.encoder(sp.x[i:i + EVAL_BATCH]) for i in range(0, len(sp), EVAL_BATCH)])
 
     @torch.no_grad()
     def validation_loss(self, depth: int, split: Split | None = None) -> float:
@@ -784,16 +793,21 @@ class Trainer:
             The chosen threshold's figures, or 0.5's when none passes (``passed`` False).
         """
         model, w = self.model, self.cfg.phase4.cf_weight
-        ref, _ = self._eval_pass(self.val, 3, "off")
+        # The encoder's output does not depend on the gates: computed once, not once per bar
+        # (it is about 40% of a forward pass). Same chunks as _eval_pass, so the same numbers.
+        model.eval()
+        z_val = self._encode(self.val)
+        ref, _ = self._eval_pass(self.val, 3, "off", z_val)
         extra = None
         if cate_tolerance > 0:
             scale = self._error_scale(ref)
             extra = self.source.probe(CATE_ROWS)
-            ref_x, _ = self._eval_pass(extra, 3, "off")
+            z_x = self._encode(extra)
+            ref_x, _ = self._eval_pass(extra, 3, "off", z_x)
         found: dict[float, GateCalibration] = {}
         for t in GATE_THRESHOLDS:
             model.gate_threshold.fill_(t)
-            pred, gates = self._eval_pass(self.val, 3, "hard")
+            pred, gates = self._eval_pass(self.val, 3, "hard", z_val)
             per = L.task_loss(pred, self.val.y, self.val.t, self.kind, reduction="none")
             if w > 0:
                 per = per + w * L.counterfactual_drift(pred, ref, self.val.t, self.kind)
@@ -801,7 +815,7 @@ class Trainer:
             loss, ate = float(per.mean()), self._ate_shift(pred, ref)
             cate = 0.0
             if extra is not None:
-                pred_x, _ = self._eval_pass(extra, 3, "hard")
+                pred_x, _ = self._eval_pass(extra, 3, "hard", z_x)
                 shift = torch.cat([self._effects(pred) - self._effects(ref),
                                    self._effects(pred_x) - self._effects(ref_x)])  # (n, K − 1)
                 shift = shift[torch.isfinite(shift).all(1)]

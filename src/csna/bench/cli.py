@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -45,7 +46,8 @@ def spec_from_args(args: argparse.Namespace) -> BenchSpec:
     return BenchSpec(dataset=args.bench_data, replications=tuple(range(args.start, args.start + args.reps)),
                      peers=tuple(peers), csna=not args.no_csna, ablations=ablations,
                      ablation_reps=args.ablation_reps, overrides=tuple(args.set or ()),
-                     n=getattr(args, "n", 2000), p=getattr(args, "p", 25), peer_options=options)
+                     n=getattr(args, "n", 2000), p=getattr(args, "p", 25), peer_options=options,
+                     cores=max(1, usable_cores() // args.jobs))
 
 
 def _existing(out: Path, args: argparse.Namespace, binary: bool) -> list[dict]:
@@ -127,7 +129,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ablation-reps", type=int, default=None, metavar="K",
                    help="run the ablations on the first K replications only")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a csna config key (ablations too)")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes, one replication fit each (default 1)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes, one replication fit each (default 1); a csna fit trains its "
+                   "ensemble members on the cores left per job")
     p.add_argument("--neural-epochs", type=int, default=None, help="cap the neural peers' epochs (quick looks)")
     p.add_argument("--neural-configs", type=int, default=None, help="try only the first K configs of each neural grid")
     p.add_argument("--out", required=True, help="output directory (results.csv, results.md)")
@@ -201,3 +204,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

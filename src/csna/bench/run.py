@@ -23,7 +23,7 @@ from ..config import Config, ConfigError, load_config, parse_override
 from ..data import CausalData, ihdp, synthetic
 from ..perf import tune_malloc
 
-ABLATIONS = ("phase1-only", "no-lattice", "sequence-rope", "no-rope", "lambda1-0", "no-reg", "gates-off", "z-norm")
+ABLATIONS = ("single", "phase1-only", "no-lattice", "sequence-rope", "no-rope", "lambda1-0", "no-reg", "gates-off", "z-norm")
 ABLATION_DIR = Path(__file__).resolve().parents[3] / "configs" / "ablations"
 
 
@@ -41,6 +41,7 @@ class BenchSpec:
     n: int = 2000  # synthetic rows
     p: int = 25  # synthetic covariates
     peer_options: dict[str, Any] = field(default_factory=dict)  # neural: max_epochs, n_configs
+    cores: int = 1  # CPU cores one fit may use: csna's ensemble members train in that many processes
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,8 @@ def csna_config(spec: BenchSpec, rep: int, path: Path | None = None) -> Config:
     else:
         base = ["data.source=synthetic", f"data.synthetic_seed={rep}", "data.synthetic_outcome=binary",
                 f"data.synthetic_n={spec.n}", f"data.synthetic_p={spec.p}"]
-    items = dict(parse_override(o) for o in base + ["train.progress=false"] + list(spec.overrides))
+    items = dict(parse_override(o) for o in base + ["train.progress=false", f"train.ensemble_workers={spec.cores}"]
+                 + list(spec.overrides))
     if path is not None:
         load_config(path)  # the file on its own must be a valid config
         items.update(_flatten(yaml.safe_load(path.read_text()) or {}))
