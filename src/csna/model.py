@@ -225,4 +225,6 @@ def gated(fn, state: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     if idx.numel() == 0:
         return state
     out = fn(state.index_select(0, idx))  # (B_on, k, d)
-    return state.index_copy(0, idx, out)  # (B, k, d)
+    # Under bf16 autocast (CUDA) a block can return another dtype than the stream it reads.
+    dt = torch.promote_types(state.dtype, out.dtype)
+    return state.to(dt).index_copy(0, idx, out.to(dt))  # (B, k, d)
