@@ -7,6 +7,7 @@ seeds' mean τ̂(x).
 Usage:
     python benchmarks/ensemble_probe.py --reps 1000-1009            # tuning replications only
     python benchmarks/ensemble_probe.py --reps 1000-1009 --seeds 42,43,44,45
+    python benchmarks/ensemble_probe.py --reps 1000-1009 --resplit   # members also redraw train/val
 Prints one row per replication and a mean ± s.e. summary (paired: ensemble − mean single).
 """
 

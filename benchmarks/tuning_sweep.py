@@ -98,6 +98,7 @@ def main() -> None:
                 print(f"failed: {type(exc).__name__}: {exc}", flush=True)
             fh.flush()
             print(f"{i}/{len(tasks)}", end="\r", flush=True)
+    print()
     summary(out)
 
 

@@ -80,3 +80,17 @@ def test_streamed_training_on_cuda(tmp_path):
                  "--set", "data.stream=true", "--set", "data.stream_fit_rows=1500",
                  "--set", "data.stream_eval_rows=800", "--set", "train.batch_size=256"] + TINY) == 0
     assert json.loads((out / "metrics.json").read_text())["n_train"] > 0
+
+
+def test_a_run_interrupted_on_cuda_resumes(tmp_path):
+    # A checkpoint read with map_location="cuda" carries its RNG states on the GPU; restoring
+    # them failed ("RNG state must be a torch.ByteTensor") until they were moved back.
+    rd = tmp_path / "run"
+    assert main(["train", "--out", str(rd), *TINY]) == 0
+    state = ckpt.load(rd / "causal_encoder.pt", map_location=CUDA)
+    assert state["rng"]["torch"].device.type == "cuda"
+    ckpt.set_rng_state(state["rng"])
+    for name in ("lattice_encoder.pt", "attention_model.pt", "meta_controller.pt", ckpt.LATEST):
+        (rd / name).unlink(missing_ok=True)  # back to the end of phase 1
+    assert main(["train", "--resume", str(rd), "--quiet", "--no-figures"]) == 0
+    assert (rd / "meta_controller.pt").is_file()

@@ -55,3 +55,27 @@ def test_stream_of_a_built_in_source_is_a_one_line_error(tmp_path, capsys):
     assert main(["train", "--set", "data.stream=true", "--out", str(tmp_path / "r"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "data.stream" in err[0]
+
+
+
+def test_a_streamed_ensemble_keeps_one_split_and_averages_its_members(table, tmp_path):
+    import dataclasses
+
+    import pandas as pd
+
+    from csna.predict import predict_features
+    from csna.runner import load_run
+
+    out = tmp_path / "ens"
+    assert TINY[:2] == ["--set", "train.ensemble=1"]
+    assert main(["train", "--data", str(table), *TINY[2:], "--set", "train.ensemble=2", "--out", str(out)]) == 0
+    run = load_run(out)
+    assert len(run.members) == 1
+    member = run.members[0]
+    assert member.cfg.train.seed == run.cfg.train.seed + 1
+    assert member.cfg.data.split_seed == run.cfg.train.seed  # the same stream split, so the same test rows
+    x = run.prep.features(pd.read_parquet(table).head(300)[list(run.prep.pre.input_columns_)])
+    both = predict_features(run, x)["mu"]
+    alone = [predict_features(dataclasses.replace(r, members=[]), x)["mu"] for r in (run, member)]
+    assert np.abs(alone[0] - alone[1]).max() > 1e-4
+    np.testing.assert_allclose(both, (alone[0] + alone[1]) / 2, rtol=1e-6, atol=1e-6)

@@ -5,14 +5,15 @@ The CLI and ``CSNAEstimator`` both go through here, so a run made by one is read
 
 from __future__ import annotations
 
+import copy
 import json
+import multiprocessing as mp
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -304,6 +305,9 @@ def train_run(cfg: Config, data: CausalData | None = None, run_dir: str | Path |
     streamed = cfg.data.stream
     workers = ensemble_workers(cfg)
     pool = _MemberPool(cfg, workers, resume) if workers > 1 else None
+    if pool is not None and progress:
+        print(f"csna: ensemble members 2-{cfg.train.ensemble} train in {workers - 1} more process(es) "
+              "beside the first (progress bars show the first)", file=sys.stderr)
     try:
         # The other members start in worker processes as soon as the first member's split and
         # preprocessing are fixed (and its run directory written); the first trains here.
@@ -335,8 +339,6 @@ def ensemble_workers(cfg: Config) -> int:
     0 as many as there are members and usable CPU cores; 1 (one after another) for a single
     model, a streamed table or a data-parallel run."""
     m = cfg.train.ensemble
-    import multiprocessing as mp
-
     # A daemonic process (a multiprocessing.Pool worker) may not start processes of its own.
     if m <= 1 or cfg.data.stream or dist_current().enabled or mp.current_process().daemon:
         return 1
@@ -351,8 +353,15 @@ def _member_job(cfg: Config, data: CausalData, run_dir: str, splits: dict[str, n
     """Train one ensemble member in a worker process into ``run_dir``; its fit seconds."""
     import warnings
 
+    from .train import TrainingError
+
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    return float(train_member(cfg, data, run_dir, False, splits, resume=resume, prep=prep).fit_seconds)
+    try:
+        return float(train_member(cfg, data, run_dir, False, splits, resume=resume, prep=prep).fit_seconds)
+    except Exception:
+        raise
+    except BaseException as exc:  # SIGINT / SIGTERM: a pool worker dies on these and its task never returns
+        raise TrainingError(f"ensemble member in {run_dir}: {exc}") from None
 
 
 class _MemberPool:
@@ -368,7 +377,6 @@ class _MemberPool:
         self.tmp: str | None = None
 
     def start(self, run_dir: Path | None, data: CausalData, splits: dict[str, np.ndarray], prep: Prepared) -> None:
-        import multiprocessing as mp
         import tempfile
 
         if run_dir is None:

@@ -324,7 +324,7 @@ class Trainer:
                 if obj is not None and name != "generator" and state.get(name) is not None:
                     obj.load_state_dict(state[name])
             if objects.get("generator") is not None and state.get("generator_state") is not None:
-                objects["generator"].set_state(state["generator_state"])
+                objects["generator"].set_state(state["generator_state"].cpu())  # map_location may have moved it
             set_rng_state(state["rng"])
             return dict(state["progress"])
         except (ValueError, KeyError, TypeError, RuntimeError) as exc:
