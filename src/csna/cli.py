@@ -270,13 +270,13 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _warn_partial_ensemble(run) -> None:
     """An interrupted ensemble run scores with the members trained so far; say so."""
     have, want = len(run.all_members()), run.cfg.train.ensemble
     if have < want:
         print(f"csna: warning: {run.run_dir} holds {have} of its {want} ensemble members "
               f"(csna train --resume {run.run_dir} trains the rest); scoring with {have}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
