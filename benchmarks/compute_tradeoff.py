@@ -33,18 +33,20 @@ from csna.runner import train_run
 
 @torch.no_grad()
 def wall_per_sample(run, n: int = 4096, repeats: int = 5) -> tuple[float, float]:
-    """Median wall time per sample (µs) at batch ``n``: every block run vs gated."""
-    model = run.model.eval()
-    x = torch.randn(n, model.p, device=model.y_mean.device)
-    out = []
-    for mode in ("off", "hard"):
-        model(x, gate_mode=mode)  # warm-up
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(x, gate_mode=mode)
-            ts.append(time.perf_counter() - t0)
-        out.append(float(np.median(ts)) / n * 1e6)
+    """Median wall time per sample (µs) at batch ``n``: every block run vs gated, summed over
+    the ensemble's members (each runs on every row)."""
+    x = torch.randn(n, run.model.p, device=run.model.y_mean.device)
+    out = [0.0, 0.0]
+    for member in run.all_members():
+        model = member.model.eval()
+        for i, mode in enumerate(("off", "hard")):
+            model(x, gate_mode=mode)  # warm-up
+            ts = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                model(x, gate_mode=mode)
+                ts.append(time.perf_counter() - t0)
+            out[i] += float(np.median(ts)) / n * 1e6
     return out[0], out[1]
 
 
