@@ -131,7 +131,7 @@ def test_ablation_configs_load_and_switch_off_their_part():
     assert cfgs["gates-off"].phase4.epochs == 0 and cfgs["gates-off"].phase3.epochs == base.phase3.epochs
     assert cfgs["z-norm"].model.z_norm is True and base.model.z_norm is False
     # one model each: the components are compared within a single model, against "single"
-    assert base.train.ensemble == 3 and all(c.train.ensemble == 1 for c in cfgs.values())
+    assert base.train.ensemble == 4 and all(c.train.ensemble == 1 for c in cfgs.values())
     single = cfgs["single"].to_dict()
     single["train"]["ensemble"] = base.train.ensemble
     assert single == base.to_dict()  # "single" changes nothing else

@@ -80,6 +80,21 @@ def test_members_trained_in_worker_processes_match_one_after_another(pair, tmp_p
     np.testing.assert_array_equal(back.effect(run.data.X), est.effect(run.data.X))
 
 
+def test_the_calling_process_takes_its_share_of_the_members(tmp_path):
+    # Three members on two processes: member 1 in the worker, members 0 and 2 here, one after
+    # the other; the same numbers, member order and directories as three trained in a row.
+    over = TINY + ["train.ensemble=3", "data.synthetic_n=600"]
+    seq = train_run(load_config(None, over + ["train.ensemble_workers=1"]))
+    rd = tmp_path / "par"
+    par = train_run(load_config(None, over + ["train.ensemble_workers=2"]), run_dir=rd)
+    x = seq.prep.features(seq.data.X)
+    for a, b in zip(seq.all_members(), par.all_members(), strict=True):
+        same(predict_features(a, x)["mu"], predict_features(b, x)["mu"])
+    assert [m.run_dir for m in par.members] == [rd / "members" / "1", rd / "members" / "2"]
+    assert [m.cfg.train.seed for m in par.all_members()] == [42, 43, 44]
+    assert par.members[0].trainer is None and par.members[1].trainer is not None  # worker, here
+
+
 def test_compute_counts_every_member(pair):
     run, rd, x = pair
     assert main(["evaluate", str(rd), "--no-figures"]) == 0

@@ -306,23 +306,29 @@ def train_run(cfg: Config, data: CausalData | None = None, run_dir: str | Path |
     workers = ensemble_workers(cfg)
     pool = _MemberPool(cfg, workers, resume) if workers > 1 else None
     if pool is not None and progress:
-        print(f"csna: ensemble members 2-{cfg.train.ensemble} train in {workers - 1} more process(es) "
-              "beside the first (progress bars show the first)", file=sys.stderr)
+        print(f"csna: ensemble of {cfg.train.ensemble}: members train {workers} at a time, "
+              f"{workers - 1} of them in other processes (progress bars show this process's)", file=sys.stderr)
     try:
         # The other members start in worker processes as soon as the first member's split and
-        # preprocessing are fixed (and its run directory written); the first trains here.
+        # preprocessing are fixed (and its run directory written); the first trains here, and
+        # then this process takes its share of the rest (members j with j % workers == 0), so
+        # no core idles while another has two members queued.
         run = train_member(cfg, data, run_dir, progress, splits, resume, overwrite,
                            on_ready=pool.start if pool is not None else None)
+        own: dict[int, Run] = {}
+        for j in range(1, cfg.train.ensemble):
+            if pool is not None and j in pool.members:
+                continue
+            md = member_dir(run.run_dir, j)
+            sp = None if streamed else member_splits(run.splits, run.data.T, j, cfg.train.ensemble_resplit)
+            own[j] = train_member(member_config(cfg, j), None if streamed else run.data, md, progress, sp,
+                                  resume=bool(resume and md is not None and is_run_dir(md)), prep=run.prep)
         if pool is not None:
-            run.members.extend(pool.collect())
+            own.update(zip(pool.members, pool.collect()))
+        run.members.extend(own[j] for j in sorted(own))
     finally:
         if pool is not None:
             pool.close()
-    for j in range(len(run.members) + 1, cfg.train.ensemble):  # one after another
-        md = member_dir(run.run_dir, j)
-        sp = None if streamed else member_splits(run.splits, run.data.T, j, cfg.train.ensemble_resplit)
-        run.members.append(train_member(member_config(cfg, j), None if streamed else run.data, md, progress, sp,
-                                        resume=bool(resume and md is not None and is_run_dir(md)), prep=run.prep))
     if run.members:
         each = [float(m.fit_seconds) for m in run.all_members()]  # type: ignore[attr-defined]
         run.fit_seconds = sum(each)  # type: ignore[attr-defined]
@@ -365,13 +371,16 @@ def _member_job(cfg: Config, data: CausalData, run_dir: str, splits: dict[str, n
 
 
 class _MemberPool:
-    """Members 1 … M−1 of an ensemble, trained in ``workers − 1`` spawned processes while the
-    first member trains in this one. Each writes its own run directory (``members/<j>/``, or a
+    """The members of an ensemble after the first that ``workers − 1`` spawned processes train
+    while the first member, and then the rest, train in this one. Each writes its own run directory (``members/<j>/``, or a
     temporary one for a run without a directory) and is loaded back from it; the results are
     the ones training one after another gives."""
 
     def __init__(self, cfg: Config, workers: int, resume: bool):
         self.cfg, self.workers, self.resume = cfg, workers, resume
+        # Member j goes to a worker unless j % workers == 0: those the calling process trains
+        # after the first, so M members take ceil(M / workers) rounds of training.
+        self.members = [j for j in range(1, cfg.train.ensemble) if j % workers]
         self.pool = None
         self.jobs: list[tuple[int, Path, bool, Any]] = []
         self.tmp: str | None = None
@@ -383,7 +392,7 @@ class _MemberPool:
             self.tmp = tempfile.mkdtemp(prefix="csna-members-")
         # spawn: a forked child of a process that has started torch's thread pools can hang.
         self.pool = mp.get_context("spawn").Pool(self.workers - 1)
-        for j in range(1, self.cfg.train.ensemble):
+        for j in self.members:
             md = member_dir(run_dir if run_dir is not None else self.tmp, j)
             again = bool(self.resume and run_dir is not None and is_run_dir(md))
             sp = member_splits(splits, data.T, j, self.cfg.train.ensemble_resplit)
