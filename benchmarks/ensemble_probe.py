@@ -51,7 +51,7 @@ def main() -> None:
         taus = []
         base = None
         for j, seed in enumerate(seeds):
-            cfg = load_config(None, args.set + [f"data.replication={rep}", f"train.seed={seed}",
+            cfg = load_config(None, args.set + ["train.ensemble=1", f"data.replication={rep}", f"train.seed={seed}",
                                                 f"data.split_seed={args.split_seed}", "train.progress=false"])
             splits = None
             if args.resplit and base is not None:

@@ -371,10 +371,10 @@ def _member_job(cfg: Config, data: CausalData, run_dir: str, splits: dict[str, n
 
 
 class _MemberPool:
-    """The members of an ensemble after the first that ``workers − 1`` spawned processes train
-    while the first member, and then the rest, train in this one. Each writes its own run directory (``members/<j>/``, or a
-    temporary one for a run without a directory) and is loaded back from it; the results are
-    the ones training one after another gives."""
+    """The members of an ensemble that ``workers − 1`` spawned processes train while the first
+    member, and then the others not listed here, train in the calling process. Each writes its
+    own run directory (``members/<j>/``, or a temporary one for a run without a directory) and
+    is loaded back from it; the results are the ones training one after another gives."""
 
     def __init__(self, cfg: Config, workers: int, resume: bool):
         self.cfg, self.workers, self.resume = cfg, workers, resume
