@@ -27,8 +27,8 @@ from _common import parse_reps
 
 from csna.config import load_config
 from csna.data import synthetic
+from csna.ensemble import train_run
 from csna.report import evaluate_and_report
-from csna.runner import train_run
 
 
 @torch.no_grad()

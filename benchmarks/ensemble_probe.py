@@ -21,8 +21,8 @@ import numpy as np
 from _common import parse_reps
 
 from csna.config import load_config
+from csna.ensemble import train_run
 from csna.predict import predict_features
-from csna.runner import train_run
 
 
 def resplit(splits: dict, t: np.ndarray, seed: int) -> dict:
@@ -49,12 +49,12 @@ def main() -> None:
     print(f"{'rep':>5} {'single √PEHE_out (each seed)':>32} {'ensemble':>9} {'single ε_ATE':>26} {'ensemble':>9}")
     for rep in parse_reps(args.reps):
         taus = []
-        base = None
+        base, run = None, None
         for j, seed in enumerate(seeds):
             cfg = load_config(None, args.set + ["train.ensemble=1", f"data.replication={rep}", f"train.seed={seed}",
                                                 f"data.split_seed={args.split_seed}", "train.progress=false"])
             splits = None
-            if args.resplit and base is not None:
+            if args.resplit and run is not None:  # the previous member's data
                 splits = resplit(base, run.data.T, j)
             run = train_run(cfg, splits=splits)
             base = base or run.splits

@@ -2,7 +2,7 @@
 
 For each IHDP replication, trains members 0 … M−1 exactly as ``csna train`` with
 ``train.ensemble: M`` does (member j: seed + j, its own redrawn train / validation split, the
-first member's preprocessing; ``runner.member_config`` / ``member_splits``) and scores the mean
+first member's preprocessing; ``ensemble.member_config`` / ``member_splits``) and scores the mean
 of the first m members on the test rows for every m in ``--sizes``. The ensemble of m members
 is the prefix of the ensemble of M, so one pass prices every size. Member predictions
 (μ̂, ê and the member's validation rows) are cached in ``--cache``, one .npz per replication
@@ -26,8 +26,9 @@ import torch
 from _common import parse_reps
 
 from csna.config import load_config
+from csna.ensemble import member_config, member_splits, train_member
 from csna.predict import _predict_member
-from csna.runner import fit_preparation, load_data, member_config, member_splits, split_data, train_member
+from csna.prepare import fit_preparation, load_data, split_data
 
 
 def member_predictions(cfg, data, splits, prep, j: int, cache: Path | None, rep: int) -> dict[str, np.ndarray]:

@@ -24,8 +24,8 @@ import numpy as np
 from _common import parse_reps
 
 from csna.config import load_config
+from csna.ensemble import train_run
 from csna.report import evaluate_and_report
-from csna.runner import train_run
 
 KEYS = ["sqrt_pehe_in", "sqrt_pehe_out", "eps_ate_in", "eps_ate_out", "sqrt_pehe_out_full", "eps_ate_out_full",
         "flops_reduction"]

@@ -36,8 +36,8 @@ def fit_one(variant: str, overrides: list[str], rep: int) -> dict:
 
     torch.set_num_threads(1)
     from csna.config import load_config
+    from csna.ensemble import train_run
     from csna.evaluate import core_metrics
-    from csna.runner import train_run
 
     cfg = load_config(None, overrides + [f"data.replication={rep}", "train.progress=false", "log.tensorboard=false",
                                          "train.device=cpu"])

@@ -8,7 +8,8 @@ import torch
 from csna.bench.throughput import table
 from csna.config import Config
 from csna.model import CSNAModel
-from csna.train import Trainer, compute_parts
+from csna.losses import compute_parts
+from csna.train import Trainer
 
 
 def _trainer(balance: bool, treated_every: int = 4) -> Trainer:

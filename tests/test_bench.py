@@ -12,7 +12,7 @@ from csna.bench.cli import main
 from csna.bench.run import ABLATIONS, BenchSpec, Task, ablation_path, csna_config, draw_splits, run_task, split_id
 from csna.config import load_config
 from csna.data import ihdp
-from csna.runner import split_data
+from csna.prepare import split_data
 
 HAS_LGBM = importlib.util.find_spec("lightgbm") is not None
 HAS_ECONML = HAS_LGBM and importlib.util.find_spec("econml") is not None

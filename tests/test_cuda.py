@@ -14,7 +14,7 @@ from csna.config import Config
 from csna.data.synthetic_parquet import write_synthetic
 from csna.model import CSNAModel
 from csna.nn.rope import causal_rope_scores
-from csna.runner import load_run
+from csna.rundir import load_run
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

@@ -12,9 +12,10 @@ from csna import CSNAEstimator
 from csna.checkpoint import CheckpointError
 from csna.cli import main
 from csna.config import ConfigError, load_config
+from csna.ensemble import member_splits, train_member, train_run
 from csna.evaluate import flops_per_sample
 from csna.predict import predict_features
-from csna.runner import load_run, member_splits, train_member, train_run
+from csna.rundir import load_run
 
 def same(a, b):
     """Bit for bit on a CPU; on a GPU, kernels may sum in another order from run to run."""

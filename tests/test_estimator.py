@@ -7,7 +7,7 @@ import torch
 
 from csna import ConfigError, CSNAEstimator
 from csna.data import DataError
-from csna.runner import load_run
+from csna.rundir import load_run
 
 TINY = {"train__ensemble": 1, "phase1__epochs": 3, "phase1__min_epochs": 1, "phase2__epochs": 1, "phase3__epochs": 1,
         "phase4__epochs": 1, "train__progress": False, "log__tensorboard": False}

@@ -13,9 +13,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from csna import losses as L
 from csna.config import load_config
 from csna.evaluate import evaluate_run
+from csna.ensemble import train_run
 from csna.predict import predict_features
 from csna.report import evaluate_and_report, reference_t_learner
-from csna.runner import train_run
 
 TINY = ["train.ensemble=1", "phase1.epochs=2", "phase2.epochs=1", "phase3.epochs=1", "phase4.epochs=1", "train.progress=false"]
 

@@ -11,8 +11,10 @@ import torch
 from csna import checkpoint as ckpt
 from csna.cli import main
 from csna.config import load_config
-from csna.runner import build_model, fit_preparation, load_data, split_data, to_split
-from csna.train import Trainer, TrainingError, batch_order
+from csna.prepare import build_model, fit_preparation, load_data, split_data, to_split
+from csna import meta
+from csna.sources import batch_order
+from csna.train import Trainer, TrainingError
 
 TINY = ["train.ensemble=1", "phase1.epochs=2", "phase1.min_epochs=1", "phase2.epochs=1", "phase3.epochs=1", "phase4.epochs=1",
         "train.threads=1", "log.tensorboard=false"]
@@ -111,9 +113,9 @@ def test_phase4_prices_eta_in_the_chosen_loss_unit(unit):
     trainer, _, _ = _trainer([f"phase4.loss_unit={unit}"])
     trainer.fit((1, 2, 3))
     full_val = trainer.validation_loss(3)
-    full_train = trainer.mean_finite_loss(trainer.source.probe(10**6))
-    trainer.run_meta_phase()
-    assert trainer._loss_scale == pytest.approx(full_val if unit == "val" else full_train, rel=1e-6)
+    full_train = meta.mean_finite_loss(trainer, trainer.source.probe(10**6))
+    meta.run_meta_phase(trainer)
+    assert trainer.loss_scale == pytest.approx(full_val if unit == "val" else full_train, rel=1e-6)
     assert full_val != pytest.approx(full_train, rel=1e-3)  # the two units differ, so the test can fail
 
 
@@ -125,7 +127,7 @@ def test_ate_drift_is_the_shift_of_the_average_effect_under_the_gates():
     with torch.no_grad():
         last.weight.zero_()
         last.bias.fill_(20.0)  # every block runs: the gated model is the full model
-    assert trainer.ate_drift() == 0.0
+    assert meta.ate_drift(trainer) == 0.0
     with torch.no_grad():
         last.bias.fill_(-20.0)  # every block skipped
         model.eval()
@@ -133,7 +135,7 @@ def test_ate_drift_is_the_shift_of_the_average_effect_under_the_gates():
         none = model(val.x, depth=3, gate_mode="given", gates=torch.zeros(len(val), model.n_blocks)).pred
     expected = abs(float((none[:, 1] - none[:, 0]).mean() - (full[:, 1] - full[:, 0]).mean()))
     assert expected > 1e-4  # skipping every block does move the ATE here, so the test can fail
-    assert trainer.ate_drift() == pytest.approx(expected, rel=1e-5)
+    assert meta.ate_drift(trainer) == pytest.approx(expected, rel=1e-5)
 
 
 def _reference_check(trainer, costs, eta, t):
@@ -151,11 +153,10 @@ def _reference_check(trainer, costs, eta, t):
     cf = 1 - torch.nn.functional.one_hot(val.t, 2).float()
     per = per + w * (((given.pred - full) ** 2) * cf).sum(1)
     ate = float(((given.pred[:, 1] - given.pred[:, 0]).mean() - (full[:, 1] - full[:, 0]).mean()).abs())
-    reward = float((-per / trainer._loss_scale - eta * (given.gates * costs).sum(1)).mean())
+    reward = float((-per / trainer.loss_scale - eta * (given.gates * costs).sum(1)).mean())
     # Effect drift: τ̂ gated minus full, over validation and training rows, row by row, over the
     # full model's validation RMSE.
-    from csna.train import CATE_ROWS
-    xs = torch.cat([val.x, trainer.source.probe(CATE_ROWS).x])
+    xs = torch.cat([val.x, trainer.source.probe(meta.CATE_ROWS).x])
     sq = []
     with torch.no_grad():
         for i in range(len(xs)):
@@ -168,7 +169,6 @@ def _reference_check(trainer, costs, eta, t):
 
 
 def test_gate_calibration_picks_the_best_threshold_within_the_guards():
-    from csna.train import GATE_THRESHOLDS
 
     trainer, _, _ = _trainer(["phase4.epochs=2", "phase4.eta=0.5"])
     trainer.fit((1, 2, 3, 4))
@@ -177,7 +177,7 @@ def test_gate_calibration_picks_the_best_threshold_within_the_guards():
     with torch.no_grad():  # utilities spread over (0, 1), so thresholds give different gates
         model.utility.actor[-1].bias.fill_(0.0)
     full_loss = trainer.validation_loss(3)
-    checks = {t: _reference_check(trainer, costs, 0.5, t) for t in GATE_THRESHOLDS}
+    checks = {t: _reference_check(trainer, costs, 0.5, t) for t in meta.GATE_THRESHOLDS}
     assert len({round(c[2], 9) for c in checks.values()}) > 3  # thresholds matter here
     picks = []
     cates = sorted(c[3] for c in checks.values())
@@ -191,7 +191,7 @@ def test_gate_calibration_picks_the_best_threshold_within_the_guards():
     for limit, tol, ctol in [(full_loss + 1e-3, 1e-3, 0.0), (full_loss + 0.2, 0.05, 0.0), (1e9, 1e9, 0.0),
                              (1e9, 1e9, mid)]:
         ok = {t: c for t, c in checks.items() if c[0] <= limit and c[1] <= tol and (ctol == 0 or c[3] <= ctol)}
-        cal = trainer.calibrate_gates(costs, 0.5, limit, tol, ctol)
+        cal = meta.calibrate_gates(trainer, costs, 0.5, limit, tol, ctol)
         t = cal.threshold
         picks.append(t)
         assert cal.passed == bool(ok)

@@ -1,16 +1,15 @@
 """Tests of csna.losses against naive references (loops, closed forms, scipy)."""
 
-import itertools
 import math
 
 import numpy as np
 import pytest
 import scipy.linalg
-from scipy.optimize import linear_sum_assignment
-from scipy.spatial.distance import cdist
 import torch
 
+from csna import balance as B
 from csna import losses as L
+
 
 @pytest.fixture(autouse=True)
 def _float64_and_seed():
@@ -20,9 +19,6 @@ def _float64_and_seed():
     torch.manual_seed(0)
     yield
     torch.set_default_dtype(old)
-
-
-# --- task ------------------------------------------------------------------------------------
 
 
 def test_factual_and_task_loss_continuous():
@@ -46,9 +42,6 @@ def test_task_loss_classification():
     torch.testing.assert_close(per, ref)
     with pytest.raises(ValueError):
         L.task_loss(pred, y, t, "ordinal")
-
-
-# --- causal KL -------------------------------------------------------------------------------
 
 
 def _gauss_kl(m1, v1, m2, v2):
@@ -150,9 +143,6 @@ def test_residual_variance():
     assert torch.isnan(rv[2])
 
 
-# --- Laplacian, DAG --------------------------------------------------------------------------
-
-
 def test_laplacian_matches_pairwise_loop_and_a_gets_no_grad():
     B, k, d = 3, 5, 4
     H = torch.randn(B, k, d, requires_grad=True)
@@ -204,55 +194,12 @@ def test_dag_penalty_matches_expm_and_series():
     assert L.dag_penalty(A).item() == pytest.approx(series, rel=1e-10)
 
 
-# --- MMD -------------------------------------------------------------------------------------
-
-
-def _mmd2_ref(a, b, hs):
-    a, b = a.numpy(), b.numpy()
-
-    def k(x, y):
-        return sum(math.exp(-((x - y) ** 2).sum() / (2 * h * h)) for h in hs)
-
-    kaa = sum(k(x, y) for x in a for y in a) / len(a) ** 2
-    kbb = sum(k(x, y) for x in b for y in b) / len(b) ** 2
-    kab = sum(k(x, y) for x in a for y in b) / (len(a) * len(b))
-    return kaa + kbb - 2 * kab
-
-
-def test_mmd2_matches_double_loop():
-    a, b = torch.randn(7, 3), torch.randn(5, 3) + 0.5
-    hs = [0.5, 1.0, 3.0]
-    assert L.mmd2_rbf(a, b, hs).item() == pytest.approx(_mmd2_ref(a, b, hs), rel=1e-10)
-    z = torch.cat([a, b]).numpy()
-    dists = [np.linalg.norm(z[i] - z[j]) for i, j in itertools.combinations(range(12), 2)]
-    # torch's median of an even count is the lower middle value
-    med = np.sort(dists)[(len(dists) - 1) // 2]
-    ref = _mmd2_ref(a, b, [med * s for s in (0.5, 1, 2, 4)])
-    assert L.mmd2_rbf(a, b).item() == pytest.approx(ref, rel=1e-10)
-
-
-def test_mmd2_zero_for_identical_and_monotone_in_shift():
-    a = torch.randn(20, 4)
-    assert L.mmd2_rbf(a, a.clone()).item() == 0.0
-    hs = [0.5, 1.0, 2.0, 4.0]
-    vals = [L.mmd2_rbf(a, a + s, hs).item() for s in (0.0, 0.1, 0.3, 0.6, 1.0, 2.0)]
-    assert vals[0] == 0.0
-    assert all(x < y for x, y in zip(vals, vals[1:]))
-
-
-def test_mmd2_gradient_finite_with_duplicate_points():
-    a = torch.zeros(4, 2, requires_grad=True)
-    b = torch.ones(3, 2)
-    L.mmd2_rbf(a, b).backward()
-    assert torch.isfinite(a.grad).all()
-
-
 def test_discrepancy():
     r = torch.randn(12, 3)
     t2 = torch.tensor([0] * 6 + [1] * 6)
-    torch.testing.assert_close(L.discrepancy(r, t2, 2), L.mmd2_rbf(r[6:], r[:6]))
+    torch.testing.assert_close(L.discrepancy(r, t2, 2), B.mmd2_rbf(r[6:], r[:6]))
     t3 = torch.tensor([0] * 4 + [1] * 4 + [2] * 3 + [1])
-    ref = torch.stack([L.mmd2_rbf(r[t3 == g], r[t3 != g]) for g in range(3)]).mean()
+    ref = torch.stack([B.mmd2_rbf(r[t3 == g], r[t3 != g]) for g in range(3)]).mean()
     torch.testing.assert_close(L.discrepancy(r, t3, 3), ref)
     r.requires_grad_(True)
     z = L.discrepancy(r, torch.zeros(12, dtype=torch.long), 2)
@@ -266,13 +213,10 @@ def test_discrepancy_wasserstein_is_the_sinkhorn_distance_between_groups():
     t = torch.tensor([0, 1] * 8)
     r_shift = r + 2.0 * t[:, None]  # the treated group moved by 2 along every axis
     got = L.discrepancy(r_shift, t, 2, "wasserstein")
-    torch.testing.assert_close(got, L.wasserstein_sinkhorn(r_shift[t == 1], r_shift[t == 0]))
+    torch.testing.assert_close(got, B.wasserstein_sinkhorn(r_shift[t == 1], r_shift[t == 0]))
     assert got > L.discrepancy(r, t, 2, "wasserstein")  # separating the groups raises it
     with pytest.raises(ValueError, match="unknown discrepancy"):
         L.discrepancy(r, t, 2, "kl")
-
-
-# --- Jacobian penalty ------------------------------------------------------------------------
 
 
 def test_jacobian_penalty_linear_map_frobenius():
@@ -294,9 +238,6 @@ def test_jacobian_penalty_is_trainable_and_reshapes_outputs():
     assert lin.weight.grad is not None and lin.weight.grad.abs().sum() > 0
 
 
-# --- total loss ------------------------------------------------------------------------------
-
-
 def test_total_loss_arithmetic():
     values = dict(task=1.0, causal=2.0, geometric=3.0, dc=4.0, dis=5.0, stable=6.0)
     parts = {k: torch.tensor(v) for k, v in values.items()}
@@ -313,115 +254,9 @@ def test_total_loss_arithmetic():
         L.total_loss({"tsk": torch.tensor(1.0)}, {})
 
 
-# --- RL helpers ------------------------------------------------------------------------------
-
-
-def test_reward_advantage_actor_critic_by_hand():
-    loss = torch.tensor([0.5, 1.0])
-    gates = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
-    costs = torch.tensor([0.25, 0.75])
-    R = L.reward(loss, gates, costs, eta=2.0)
-    torch.testing.assert_close(R, torch.tensor([-0.5 - 0.5, -1.0 - 2.0]))
-    V = torch.tensor([-1.5, -2.0], requires_grad=True)
-    adv = L.advantage(R, V)
-    torch.testing.assert_close(adv, torch.tensor([0.5, -1.0]))
-    assert not adv.requires_grad
-    u = torch.tensor([[0.8, 0.4], [0.5, 0.9]])
-    beta = 0.1
-    logpi = torch.tensor([[math.log(0.8), math.log(0.6)], [math.log(0.5), math.log(0.9)]])
-    pg = -(0.5 * logpi[0].sum() - 1.0 * logpi[1].sum()) / 2
-    H = lambda p: -(p * math.log(p) + (1 - p) * math.log(1 - p))  # noqa: E731
-    ent = (H(0.8) + H(0.4) + H(0.5) + H(0.9)) / 4
-    assert L.actor_loss(u, gates, adv, beta).item() == pytest.approx(pg.item() - beta * ent)
-    c = L.critic_loss(V, R)
-    assert c.item() == pytest.approx((0.5**2 + 1.0**2) / 2)
-    c.backward()
-    torch.testing.assert_close(V.grad, torch.tensor([-0.5, 1.0]))
-
-
 def test_float32_inputs():
     pred = torch.randn(16, 2, dtype=torch.float32, requires_grad=True)
     t = torch.tensor([0, 1] * 8)
     kl = L.causal_kl(pred, t, "continuous", sigma2=torch.ones(2, dtype=torch.float32))
     assert kl.dtype == torch.float32
     kl.backward()
-
-
-def test_actor_loss_clamps_u():
-    u = torch.tensor([[0.0, 1.0]])
-    v = L.actor_loss(u, torch.tensor([[1.0, 0.0]]), torch.tensor([1.0]), 0.1)
-    assert torch.isfinite(v)
-
-
-def test_reinforce_sign_lowers_u_when_skipping_pays():
-    logit = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.SGD([logit], lr=0.5)
-    gen = torch.Generator().manual_seed(0)
-    u0 = torch.sigmoid(logit).item()
-    for _ in range(20):
-        u = torch.sigmoid(logit).expand(64, 1)
-        gates = torch.bernoulli(u.detach(), generator=gen)
-        R = 1.0 - gates[:, 0]  # +1 for skipping the block
-        adv = L.advantage(R, R.mean().expand(64))
-        opt.zero_grad()
-        L.actor_loss(u, gates, adv, beta=0.0).backward()
-        opt.step()
-    assert torch.sigmoid(logit).item() < u0 - 0.2
-
-
-def test_mmd2_bandwidth_from_strided_subset_close_to_full_median():
-    # Past MEDIAN_ROWS rows the bandwidth comes from a strided subset of the pooled sample;
-    # the resulting MMD² must stay close to the one with the full-sample median.
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(700, 6, generator=g, dtype=torch.float64)
-    b = torch.randn(500, 6, generator=g, dtype=torch.float64) + 0.3
-    z = torch.cat([a, b])
-    d = torch.cdist(z, z)
-    iu = torch.triu_indices(len(z), len(z), 1)
-    med = float(d[iu[0], iu[1]].median())
-    full = L.mmd2_rbf(a, b, [med * s for s in (0.5, 1.0, 2.0, 4.0)]).item()
-    assert L.mmd2_rbf(a, b).item() == pytest.approx(full, rel=0.03)
-
-
-def test_counterfactual_drift_reads_only_the_arms_not_received():
-    ref = torch.tensor([[0.0, 1.0, 2.0], [0.0, 0.0, 0.0]])
-    pred = torch.tensor([[5.0, 1.5, 2.0], [1.0, 2.0, 3.0]])
-    t = torch.tensor([0, 2])
-    # row 0 received arm 0 (its change of 5 is ignored): (0.5² + 0²) / 2; row 1 received arm 2: (1 + 4) / 2
-    torch.testing.assert_close(L.counterfactual_drift(pred, ref, t, "continuous"), torch.tensor([0.125, 2.5]))
-
-
-def test_counterfactual_drift_of_class_probabilities():
-    ref = torch.zeros(1, 2, 2)  # uniform probabilities in both arms
-    pred = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0]]])  # arm 1: p = (0.75, 0.25)
-    d = L.counterfactual_drift(pred, ref, torch.tensor([0]), "binary")
-    assert d.item() == pytest.approx(2 * 0.25**2)
-    assert L.counterfactual_drift(pred, ref, torch.tensor([1]), "binary").item() == pytest.approx(0.0)
-
-
-# --- L_Dis: the Sinkhorn estimate of the Wasserstein distance ----------------------------------
-
-
-def test_sinkhorn_approaches_the_exact_wasserstein_distance():
-    rng = np.random.default_rng(2)
-    a, b = rng.standard_normal((30, 4)), rng.standard_normal((30, 4)) + 1.0
-    cost = cdist(a, b)
-    r, c = linear_sum_assignment(cost)  # equal sizes, uniform weights: W1 is an assignment
-    exact = cost[r, c].mean()
-    approx = L.wasserstein_sinkhorn(torch.tensor(a), torch.tensor(b), blur=0.01, iters=500).item()
-    assert approx == pytest.approx(exact, rel=0.03)
-
-
-def test_sinkhorn_gradient_matches_finite_differences():
-    torch.manual_seed(3)
-    a = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(9, 3, dtype=torch.float64) + 0.5
-    eps = torch.tensor(0.3, dtype=torch.float64)
-    L._entropic_ot(a, b, eps, 300).backward()
-    h, a0 = 1e-6, a.detach().clone()
-    for i, j in [(0, 0), (2, 1), (5, 2)]:
-        up, dn = a0.clone(), a0.clone()
-        up[i, j] += h
-        dn[i, j] -= h
-        num = (L._entropic_ot(up, b, eps, 300) - L._entropic_ot(dn, b, eps, 300)) / (2 * h)
-        assert a.grad[i, j].item() == pytest.approx(num.item(), abs=1e-6)

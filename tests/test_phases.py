@@ -4,8 +4,9 @@ import torch
 
 from csna import checkpoint as ckpt
 from csna.config import load_config
+from csna.ensemble import train_run
 from csna.phases import PHASES, get_phase, lambda_factor, lr_factor, warmup_steps
-from csna.runner import build_model, fit_preparation, load_data, split_data, train_run
+from csna.prepare import build_model, fit_preparation, load_data, split_data
 from csna.train import set_seed
 
 

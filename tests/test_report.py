@@ -12,8 +12,8 @@ from matplotlib import image
 from csna import figures as F
 from csna.cli import main
 from csna.config import load_config
+from csna.ensemble import train_run
 from csna.report import evaluate_and_report
-from csna.runner import train_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["train.ensemble=1", "data.source=synthetic", "data.synthetic_n=400", "model.k=4", "model.d=16", "model.hidden=32",

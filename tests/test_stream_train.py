@@ -11,7 +11,7 @@ from csna.cli import main
 from csna.config import load_config
 from csna.data.stream import row_split
 from csna.data.synthetic_parquet import write_synthetic
-from csna.runner import _prepare_stream, select_device
+from csna.prepare import prepare_stream, select_device
 
 TINY = ["--set", "train.ensemble=1", "--set", "data.stream=true", "--set", "data.stream_fit_rows=1500", "--set", "data.stream_eval_rows=800",
         "--set", "phase1.epochs=2", "--set", "phase1.min_epochs=1", "--set", "phase2.epochs=1",
@@ -29,7 +29,7 @@ def table(tmp_path_factory):
 def test_stream_source_yields_every_training_row_once_in_the_batches_it_announces(table):
     cfg = load_config(None, ["data.stream=true", "data.stream_fit_rows=500", "data.stream_eval_rows=300",
                              "train.batch_size=97", "data.shuffle_rows=700"], data_source=str(table))
-    _, _, _, source, n_rows = _prepare_stream(cfg, select_device("cpu"))
+    _, _, _, source, n_rows = prepare_stream(cfg, select_device("cpu"))
     expected = int((row_split(np.arange(5000), tuple(cfg.data.split), cfg.train.seed) == 0).sum())
     assert n_rows == 5000 and len(source) == expected
     batches = list(source.batches(97, seed=11))
@@ -64,7 +64,7 @@ def test_a_streamed_ensemble_keeps_one_split_and_averages_its_members(table, tmp
     import pandas as pd
 
     from csna.predict import predict_features
-    from csna.runner import load_run
+    from csna.rundir import load_run
 
     out = tmp_path / "ens"
     assert TINY[:2] == ["--set", "train.ensemble=1"]

@@ -16,7 +16,8 @@ from csna.checkpoint import CheckpointError
 from csna.cli import main
 from csna.config import ConfigError, load_config
 from csna.data import DataError, load_table
-from csna.runner import RunDirError, train_run
+from csna.ensemble import train_run
+from csna.rundir import RunDirError
 
 TINY = ["train.ensemble=1", "phase1.epochs=2", "phase1.min_epochs=1", "phase2.epochs=1", "phase3.epochs=1", "phase4.epochs=1",
         "train.threads=1", "log.tensorboard=false"]

@@ -51,9 +51,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, ctx) -> int:
+    from .ensemble import train_run
     from .evaluate import write_metrics
     from .report import evaluate_and_report
-    from .runner import check_run_dir, train_run
+    from .rundir import check_run_dir
 
     overrides = list(args.set or [])
     if args.treatment:
@@ -83,12 +84,12 @@ def _train(args: argparse.Namespace, ctx) -> int:
                     overwrite=args.overwrite)
     if not ctx.is_main:  # rank 0 evaluates and writes the results
         return 0
-    imputed = getattr(run, "imputed", {})
+    imputed = run.imputed
     if imputed:
         cols = ", ".join(f"{c}: {n}" for c, n in imputed.items())
         print(f"imputed {sum(imputed.values())} missing value(s) with training medians ({cols})")
     metrics = evaluate_and_report(run, run.data, figures=not args.no_figures)
-    metrics["time_fit_s"] = getattr(run, "fit_seconds", None)
+    metrics["time_fit_s"] = run.fit_seconds
     write_metrics(metrics, rd)
     _print_table(metrics)
     print(f"run directory: {rd}")
@@ -97,8 +98,9 @@ def _train(args: argparse.Namespace, ctx) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import write_metrics
+    from .prepare import load_data
     from .report import evaluate_and_report
-    from .runner import check_compatible, load_data, load_run
+    from .rundir import check_compatible, load_run
 
     run = load_run(args.run_dir)
     _warn_partial_ensemble(run)
@@ -136,7 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .data import read_frame
     from .predict import predict_frame
-    from .runner import load_run
+    from .rundir import load_run
 
     run = load_run(args.run_dir)
     _warn_partial_ensemble(run)
@@ -245,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .runner import RunDirError
+    from .rundir import RunDirError
     from .train import TrainingError, TrainingInterrupted
 
     parser = build_parser()

@@ -1,4 +1,4 @@
-"""``CSNAEstimator``: fit / effect / ate in EconML's vocabulary, on top of ``runner.train_run``.
+"""``CSNAEstimator``: fit / effect / ate in EconML's vocabulary, on top of ``ensemble.train_run``.
 
 Shape alphabet: n rows, p covariates, K treatments.
 
@@ -30,10 +30,11 @@ from . import metrics as M
 from .config import Config, ConfigError, _apply, _nest, dump_config, load_config
 from .config import validate as validate_config
 from .data import CausalData, DataError, split_indices, validate
+from .ensemble import train_run
 from .perf import tune_malloc
 from .phases import PHASES
 from .predict import predict_features, select_covariates
-from .runner import PREPROCESS_FILE, SPLITS_FILE, Run, environment, load_run, member_dir, train_run
+from .rundir import PREPROCESS_FILE, SPLITS_FILE, Run, environment, load_run, member_dir
 
 IN_MEMORY = "in-memory"
 
@@ -51,7 +52,7 @@ class CSNAEstimator:
         outcome_type_: "continuous", "binary" or "multiclass".
         config_: the resolved ``Config`` the model was trained with.
         model_: the trained ``CSNAModel``.
-        run_: the ``runner.Run`` (model, preprocessing, splits).
+        run_: the ``rundir.Run`` (model, preprocessing, splits).
     """
 
     def __init__(self, config: Config | str | Path | None = None, **overrides: Any):
@@ -197,7 +198,7 @@ class CSNAEstimator:
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:
-        """Write a run directory that ``load``, ``runner.load_run`` and ``csna predict`` read:
+        """Write a run directory that ``load``, ``rundir.load_run`` and ``csna predict`` read:
         config.yaml, env.json, preprocess.json, splits.json and the checkpoint of the last
         trained phase (written by ``Trainer.save_phase_checkpoint``, or copied from the run
         directory this estimator was loaded from); an ensemble's other members each get such a

@@ -28,7 +28,7 @@ from . import metrics as M
 from .data import CausalData
 from .nn.distance import causal_distance
 from .predict import predict_features
-from .runner import Run
+from .rundir import Run
 
 BATCH = 4096  # rows per forward pass; metrics never depend on it
 JACOBIAN_ROWS = 256  # the spectral norm is a per-row quantity; a few hundred rows estimate it well

@@ -1,4 +1,5 @@
-"""Losses of csna as pure functions of tensors (design §4, reward of §3.5).
+"""Losses of csna as pure functions of tensors (design §4), and ``compute_parts``, which
+assembles the parts of L_total a phase switches on from one forward pass.
 
 Shape alphabet:
     B  batch
@@ -7,7 +8,6 @@ Shape alphabet:
     k  latent nodes of the lattice
     d  node / representation width
     p  covariates
-    nb gated blocks of the Meta Utility Layer
 
 ``pred`` is the model's outcome prediction for every treatment: ``(B, K)`` means for a
 continuous outcome, ``(B, K, C)`` logits for a binary or multiclass one.
@@ -19,11 +19,20 @@ continuous outcome, ``(B, K, C)`` logits for a binary or multiclass one.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .balance import DISCREPANCIES
+from .dist import DistContext
+from .phases import get_phase
+
+if TYPE_CHECKING:  # annotations only
+    from .model import CSNAModel
+    from .sources import Split
 
 __all__ = [
     "OUTCOME_TYPES",
@@ -33,16 +42,10 @@ __all__ = [
     "residual_variance",
     "laplacian_smoothness",
     "dag_penalty",
-    "mmd2_rbf",
-    "wasserstein_sinkhorn",
-    "counterfactual_drift",
     "discrepancy",
     "jacobian_penalty",
     "total_loss",
-    "reward",
-    "advantage",
-    "actor_loss",
-    "critic_loss",
+    "compute_parts",
 ]
 
 OUTCOME_TYPES = ("continuous", "binary", "multiclass")
@@ -51,10 +54,9 @@ LAMBDA_KEYS = ("causal", "geometric", "dc", "dis", "stable")
 
 # A variance floor: a group fitted perfectly would otherwise divide by zero in the KL.
 _VAR_FLOOR = 1e-6
-_U_CLAMP = 1e-6
 
 
-def _check_outcome_type(outcome_type: str) -> None:
+def check_outcome_type(outcome_type: str) -> None:
     if outcome_type not in OUTCOME_TYPES:
         raise ValueError(f"unknown outcome_type {outcome_type!r}; valid: {OUTCOME_TYPES}")
 
@@ -77,33 +79,6 @@ def factual(pred: Tensor, t: Tensor) -> Tensor:
     return pred[torch.arange(pred.shape[0], device=pred.device), t]
 
 
-def counterfactual_drift(pred: Tensor, ref: Tensor, t: Tensor, outcome_type: str) -> Tensor:
-    """Per sample, how far the predictions for the treatments a unit did *not* receive moved
-    from a reference model's (the same model with every block run): the mean over those arms of
-    the squared difference of standardised means, or of class probabilities summed over classes.
-
-    The factual task loss cannot see these arms, so a gate that leaves the factual prediction
-    alone but moves a counterfactual one would cost nothing, while individual effects
-    τ̂ = μ̂₁ − μ̂₀ depend on both. No counterfactual outcome is used: the reference is the model.
-
-    Args:
-        pred, ref: ``(B, K)`` means or ``(B, K, C)`` logits.
-        t: ``(B,)`` received treatments.
-        outcome_type: "continuous", "binary" or "multiclass".
-
-    Returns:
-        ``(B,)``.
-    """
-    _check_outcome_type(outcome_type)
-    if outcome_type == "continuous":
-        sq = (pred - ref).pow(2)  # (B, K)
-    else:
-        sq = (torch.softmax(pred, -1) - torch.softmax(ref, -1)).pow(2).sum(-1)  # (B, K)
-    K = sq.shape[1]
-    other = torch.ones_like(sq).scatter_(1, t[:, None], 0.0)  # (B, K) 1 on the arms not received
-    return (sq * other).sum(1) / max(K - 1, 1)
-
-
 def task_loss(
     pred: Tensor, y: Tensor, t: Tensor, outcome_type: str, reduction: str = "mean"
 ) -> Tensor:
@@ -116,7 +91,7 @@ def task_loss(
         outcome_type: "continuous", "binary" or "multiclass".
         reduction: "mean" (scalar) or "none" (``(B,)``, the per-sample loss of the reward).
     """
-    _check_outcome_type(outcome_type)
+    check_outcome_type(outcome_type)
     if reduction not in ("mean", "none"):
         raise ValueError(f"unknown reduction {reduction!r}; valid: ('mean', 'none')")
     f = factual(pred, t)
@@ -162,7 +137,7 @@ def causal_kl(
     Returns:
         Scalar; a zero still attached to the graph when no treatment qualifies.
     """
-    _check_outcome_type(outcome_type)
+    check_outcome_type(outcome_type)
     K = pred.shape[1]
     counts = torch.bincount(t, minlength=K)
     present = [g for g in range(K) if int(counts[g]) >= min_group]
@@ -252,108 +227,6 @@ def dag_penalty(A: Tensor) -> Tensor:
         A: ``(k, k)`` adjacency.
     """
     return torch.linalg.matrix_exp(A * A).diagonal().sum() - A.shape[0]
-
-
-MEDIAN_ROWS = 512  # rows of the pooled sample the MMD bandwidth heuristic reads at most
-
-
-def _sq_dists(x: Tensor, y: Tensor) -> Tensor:
-    """Squared Euclidean distances ``(n, m)`` as ‖x‖² + ‖y‖² − 2 x·yᵀ: one matmul, O(n·m)
-    memory. (The difference form x[:, None] − y[None] is exact but O(n·m·d) memory and time,
-    and was 40% of a phase-3 step at batch 1024.) Clamped at 0 against rounding."""
-    xx = x.pow(2).sum(1, keepdim=True)  # (n, 1)
-    yy = y.pow(2).sum(1, keepdim=True).t()  # (1, m)
-    return (xx + yy - 2.0 * (x @ y.t())).clamp_min(0.0)
-
-
-def mmd2_rbf(a: Tensor, b: Tensor, bandwidths: Sequence[float] | None = None) -> Tensor:
-    """Biased (V-statistic) MMD² with a sum of RBF kernels exp(-‖x-y‖² / (2h²)).
-
-    Args:
-        a: ``(n, d)`` sample of one group.
-        b: ``(m, d)`` sample of the other.
-        bandwidths: kernel widths h; default the median pairwise distance of the pooled
-            sample (computed without grad) times (0.5, 1, 2, 4), so no single scale has to fit.
-
-    Returns:
-        Scalar, ≥ 0 up to rounding; exactly 0 when a and b hold the same values (the three
-        kernel blocks are then the same computation on the same numbers).
-    """
-    d_aa, d_bb, d_ab = _sq_dists(a, a), _sq_dists(b, b), _sq_dists(a, b)
-    if bandwidths is None:
-        with torch.no_grad():
-            # Pairwise distances of the pooled sample, each unordered pair once. Past
-            # MEDIAN_ROWS rows, of an evenly strided subset: the median of ~10⁵ pairs is as good
-            # a bandwidth as that of 10⁶ and the full one cost 5 ms a step at batch 1024.
-            sa = max(1, -(-a.shape[0] * 2 // MEDIAN_ROWS)) if a.shape[0] + b.shape[0] > MEDIAN_ROWS else 1
-            sb = max(1, -(-b.shape[0] * 2 // MEDIAN_ROWS)) if a.shape[0] + b.shape[0] > MEDIAN_ROWS else 1
-            daa, dbb, dab = d_aa.detach()[::sa, ::sa], d_bb.detach()[::sb, ::sb], d_ab.detach()[::sa, ::sb]
-            n, m = daa.shape[0], dbb.shape[0]
-            ia, ib = torch.triu_indices(n, n, 1, device=a.device), torch.triu_indices(m, m, 1, device=a.device)
-            off = torch.cat([daa[ia[0], ia[1]], dbb[ib[0], ib[1]], dab.flatten()]).sqrt()
-            med = off.median() if off.numel() else torch.zeros((), dtype=a.dtype)
-            med = float(med) if float(med) > 0 else 1.0  # all points equal: any width works
-        bandwidths = [med * s for s in (0.5, 1.0, 2.0, 4.0)]
-    gammas = [1.0 / (2.0 * float(h) ** 2) for h in bandwidths]
-
-    def kmean(d2: Tensor) -> Tensor:
-        return sum(torch.exp(-g * d2) for g in gammas).mean()
-
-    return kmean(d_aa) + kmean(d_bb) - 2.0 * kmean(d_ab)
-
-
-def _entropic_ot(a: Tensor, b: Tensor, eps: Tensor, iters: int) -> Tensor:
-    """Entropic optimal-transport cost between uniform weights on ``a`` (n, d) and ``b`` (m, d),
-    Euclidean ground cost, by log-domain Sinkhorn; returns the dual value <α, f> + <β, g>.
-
-    The iterations run without autograd; one last half-step of each potential carries the
-    gradient, which at convergence is the transport plan (the envelope theorem), at a fraction
-    of the cost of differentiating through every iteration. (Written here rather than taken
-    from POT or GeomLoss: ten lines of logsumexp, and neither package is a dependency.)
-    """
-    cost = _sq_dists(a, b).clamp_min(1e-12).sqrt()  # (n, m); the floor keeps sqrt's gradient finite
-    log_wa = a.new_full((a.shape[0],), -math.log(a.shape[0]))  # (n,) uniform weights
-    log_wb = a.new_full((b.shape[0],), -math.log(b.shape[0]))  # (m,)
-
-    def f_of(g: Tensor, c: Tensor) -> Tensor:
-        return -eps * torch.logsumexp((g[None, :] - c) / eps + log_wb[None, :], dim=1)  # (n,)
-
-    def g_of(f: Tensor, c: Tensor) -> Tensor:
-        return -eps * torch.logsumexp((f[:, None] - c) / eps + log_wa[:, None], dim=0)  # (m,)
-
-    with torch.no_grad():
-        c0 = cost.detach()
-        f, g = a.new_zeros(a.shape[0]), a.new_zeros(b.shape[0])  # (n,), (m,)
-        for _ in range(iters):
-            f = f_of(g, c0)
-            g = g_of(f, c0)
-    # ½(<α, f(g)> + <β, g(f)>) with f, g fixed on the right: its gradient in the cost is the plan.
-    return 0.5 * (f_of(g, cost).mean() + g_of(f, cost).mean()) + 0.5 * (f.mean() + g.mean())
-
-
-def wasserstein_sinkhorn(a: Tensor, b: Tensor, blur: float = 0.1, iters: int = 10) -> Tensor:
-    """Debiased Sinkhorn divergence, a smooth estimate of the Wasserstein-1 distance.
-
-    S(a, b) = OT_ε(a, b) − ½ OT_ε(a, a) − ½ OT_ε(b, b), so identical groups give exactly 0
-    (plain entropic OT would not). ε is ``blur`` times the mean cross distance, as Shalit et
-    al. (2017) scale their Sinkhorn penalty by the mean distance.
-
-    Args:
-        a: ``(n, d)`` sample of one group.
-        b: ``(m, d)`` sample of the other.
-        blur: ε relative to the mean distance between the groups.
-        iters: Sinkhorn iterations.
-
-    Returns:
-        Scalar ≥ 0.
-    """
-    mean_cost = _sq_dists(a, b).clamp_min(1e-12).sqrt().mean().detach()
-    eps = blur * mean_cost.clamp_min(1e-6)
-    s = _entropic_ot(a, b, eps, iters) - 0.5 * _entropic_ot(a, a, eps, iters) - 0.5 * _entropic_ot(b, b, eps, iters)
-    return s.clamp_min(0.0)
-
-
-DISCREPANCIES = {"mmd": mmd2_rbf, "wasserstein": wasserstein_sinkhorn}
 
 
 def discrepancy(r: Tensor, t: Tensor, K: int, metric: str = "mmd") -> Tensor:
@@ -459,47 +332,46 @@ def total_loss(
     return l_total, l_reg
 
 
-def reward(per_sample_loss: Tensor, gates: Tensor, costs: Tensor, eta: float) -> Tensor:
-    """Per-sample reward R_b = -ℓ_b - η Σ_i C_i g_bi (design §3.5, §8.1).
+def compute_parts(model: CSNAModel, out, batch: Split, phase_n: int, lambdas: dict[str, float],
+                  step: int, stable_every: int, ctx: DistContext | None = None,
+                  global_batch: Split | None = None, local: torch.Tensor | None = None,
+                  metric: str = "mmd", arm_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Every part of L_total that this phase switches on and whose λ is non-zero.
 
-    Args:
-        per_sample_loss: ``(B,)`` task loss of each sample (``task_loss(..., "none")``).
-        gates: ``(B, nb)`` 0/1 gates actually used.
-        costs: ``(nb,)`` normalised block costs.
-        eta: price of compute.
+    ``arm_weight`` (K,): weights of the factual loss by received treatment (``train.balance_arms``).
 
-    Returns:
-        ``(B,)``, detached: a REINFORCE reward is a number, never differentiated.
+    In a data-parallel run (``ctx``), ``batch`` holds this rank's rows of ``global_batch``
+    (indices ``local``): per-sample means are scaled and batch-level terms read the gathered
+    global batch, as ``csna.dist`` explains. A single process gets exactly the plain losses.
     """
-    spent = gates.to(costs.dtype) @ costs  # (B,)
-    return (-per_sample_loss - eta * spent).detach()
-
-
-def advantage(reward: Tensor, value: Tensor) -> Tensor:
-    """Â = R - V(s), detached so the actor loss does not train the critic. ``(B,)``."""
-    return (reward - value).detach()
-
-
-def actor_loss(u: Tensor, gates: Tensor, adv: Tensor, beta: float) -> Tensor:
-    """REINFORCE loss of the gate policy with an entropy bonus.
-
-    ``-mean_b Σ_i Â_b log π(g_bi) - β · mean H(u)``, log π(g) = g log u + (1-g) log(1-u),
-    H the binary entropy in nats.
-
-    Args:
-        u: ``(B, nb)`` run probabilities in (0, 1), clamped to [1e-6, 1-1e-6].
-        gates: ``(B, nb)`` sampled 0/1 gates.
-        adv: ``(B,)`` advantages (detached here as well).
-        beta: entropy weight; keeps u from collapsing to 0 or 1.
-    """
-    u = u.clamp(_U_CLAMP, 1.0 - _U_CLAMP)
-    g = gates.to(u.dtype)
-    log_pi = g * torch.log(u) + (1.0 - g) * torch.log1p(-u)  # (B, nb)
-    pg = -(adv.detach()[:, None] * log_pi).sum(dim=1).mean()
-    entropy = -(u * torch.log(u) + (1.0 - u) * torch.log1p(-u))  # (B, nb)
-    return pg - beta * entropy.mean()
-
-
-def critic_loss(value: Tensor, reward: Tensor) -> Tensor:
-    """mean (V(s) - R)², with R detached as the regression target."""
-    return (value - reward.detach()).pow(2).mean()
+    ph = get_phase(phase_n)
+    ctx = ctx or DistContext()
+    gb = global_batch if global_batch is not None else batch
+    s = ctx.scale(len(batch), len(gb))
+    kind = "multiclass" if model.n_classes > 2 else ("binary" if model.n_classes == 2 else "continuous")
+    if arm_weight is None:
+        parts = {"task": task_loss(out.pred, batch.y, batch.t, kind) * s}
+    else:
+        per = task_loss(out.pred, batch.y, batch.t, kind, reduction="none")  # (B,)
+        parts = {"task": (per * arm_weight[batch.t]).mean() * s}
+    on = lambda name: name in ph.losses and lambdas.get(name, 0.0) > 0  # noqa: E731
+    if on("causal"):
+        sigma2 = model.sigma2 if kind == "continuous" else None
+        parts["causal"] = causal_kl(ctx.gather(out.pred), gb.t, kind, sigma2)
+    if on("geometric") and out.h is not None and out.adjacency is not None:
+        parts["geometric"] = laplacian_smoothness(out.h, out.adjacency) * s
+    if on("dc") and out.adjacency is not None:
+        parts["dc"] = dag_penalty(out.adjacency)
+    if on("dis"):
+        parts["dis"] = discrepancy(ctx.gather(out.rep), gb.t, model.n_treatments, metric)
+    if on("stable") and step % max(1, stable_every) == 0:
+        # Scaled by N when computed every N steps: same expected contribution, N× cheaper.
+        # Per latent coordinate (÷ k·d): the raw ‖∂z/∂x‖_F² sums k·d·p terms and would swamp
+        # every other part at the seed's λ_Stable = 0.3.
+        n_out = model.cfg.k * model.cfg.d
+        proj = None
+        if ctx.enabled:  # the projection belongs to the sample: drawn for the global batch
+            proj = torch.randn(1, len(gb), n_out, device=batch.x.device)[:, local]
+        parts["stable"] = (jacobian_penalty(model.encoder, batch.x, projections=proj)
+                           * (max(1, stable_every) / n_out) * s)
+    return parts

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from .data import DataError
-from .runner import Run
+from .rundir import Run
 
 
 def select_covariates(run: Run, X: pd.DataFrame, where: str = "the data") -> pd.DataFrame:

@@ -13,7 +13,7 @@ from . import figures as F
 from . import metrics as M
 from .data import CausalData
 from .evaluate import Evaluation, evaluate_run, split_indices_of
-from .runner import Run
+from .rundir import Run
 
 KL_TARGET_NATS = 0.05  # design §6, second final axis
 COMPUTE_TARGET, COMPUTE_GOAL = 0.20, 0.40  # seed §X, design §6

@@ -1,5 +1,5 @@
-"""Interrupting and resuming a run: which run directories may be written, the furthest
-saved training state, SIGINT/SIGTERM while training, and the test-only fault injection.
+"""Interrupting and resuming a run: the furthest saved training state, SIGINT/SIGTERM while
+training, and the test-only fault injection.
 
 A run killed at any point (SIGKILL included) continues with ``csna train --resume RUN_DIR``
 from ``latest.pt`` or the last phase checkpoint and ends where an uninterrupted run ends.
@@ -8,22 +8,19 @@ from ``latest.pt`` or the last phase checkpoint and ends where an uninterrupted 
 from __future__ import annotations
 
 import contextlib
-import json
+import copy
+import dataclasses
 import os
 import signal
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 
 from . import checkpoint as ckpt
 from .config import Config
-from .data import CausalData
 from .phases import PHASES
-
-SPLITS_FILE = "splits.json"
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -40,40 +37,6 @@ class TrainingInterrupted(KeyboardInterrupt):
             return f"interrupted by {name} in {where}"
         return (f"interrupted by {name} in {where}; the training state is saved in "
                 f"{self.run_dir / ckpt.LATEST}: continue with `csna train --resume {self.run_dir}`")
-
-
-class RunDirError(ValueError):
-    """A run directory that cannot be used as asked (it holds a run, or is no run at all)."""
-
-
-RUN_MARKERS = ("config.yaml", ckpt.LATEST) + tuple(ph.checkpoint for ph in PHASES.values())
-
-
-def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` holds (part of) a csna run."""
-    return path.is_dir() and any((path / f).exists() for f in RUN_MARKERS)
-
-
-def check_run_dir(path: Path, resume: bool = False, overwrite: bool = False) -> None:
-    """Refuse a run directory that would lose or mix up saved work.
-
-    A fresh run needs a missing or empty directory, or ``overwrite`` and a directory that holds
-    a csna run (never an unrelated folder); ``resume`` needs a csna run.
-    """
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"run directory {path} is a file, not a directory")
-    if resume:
-        if not is_run_dir(path) or not (path / "config.yaml").is_file():
-            raise RunDirError(f"--resume {path}: not a csna run directory (config.yaml missing)")
-        return
-    if not path.is_dir() or not any(path.iterdir()):
-        return
-    if not is_run_dir(path):
-        raise RunDirError(f"--out {path} is a non-empty directory that holds no csna run; "
-                          "choose a new directory (--overwrite only replaces csna runs)")
-    if not overwrite:
-        raise RunDirError(f"--out {path} already holds a run; use --overwrite to replace it "
-                          f"or --resume {path} to continue it")
 
 
 def completed_phases(run_dir: Path) -> list[int]:
@@ -121,19 +84,6 @@ def check_resumable(state: dict[str, Any], cfg: Config, feature_names: list[str]
                                    f"(new: {extra[:5]}, missing: {lost[:5]})")
 
 
-def read_splits(rd: Path, data: CausalData) -> dict[str, np.ndarray]:
-    try:
-        raw = json.loads((rd / SPLITS_FILE).read_text())
-        splits = {k: np.asarray(raw[k], dtype=np.int64) for k in ("train", "val", "test")}
-    except (ValueError, KeyError, TypeError):
-        raise ckpt.CheckpointError(f"{rd / SPLITS_FILE} is not a csna split file") from None
-    top = max((int(v.max()) for v in splits.values() if len(v)), default=-1)
-    if top >= data.n:
-        raise ckpt.CheckpointError(f"{rd / SPLITS_FILE} does not match the data: the run was trained on at least "
-                                   f"{top + 1} rows, '{data.name}' has {data.n}")
-    return splits
-
-
 @contextlib.contextmanager
 def signals_saved(trainer: Any) -> Iterator[None]:
     """While training into a run directory, SIGINT/SIGTERM only set a flag; the step loop
@@ -143,7 +93,7 @@ def signals_saved(trainer: Any) -> Iterator[None]:
         return
 
     def handler(signum, frame):
-        trainer._signal = signum
+        trainer.signal_received = signum
 
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -171,3 +121,80 @@ def test_hook() -> Callable[[int, int | str], None]:
             os.kill(os.getpid(), sig)
 
     return hook
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. too many non-finite batches in a row); the last good
+    checkpoint is kept."""
+
+
+# ------------------------------------------------------------ the trainer's saved state
+def training_state(trainer: Any, n: int, st: dict[str, Any] | None, objects: dict[str, Any] | None = None,
+                   done: bool = False) -> dict[str, Any]:
+    """Everything needed to continue phase ``n`` exactly where it is: the progress ``st``
+    (position in the data, best-validation state, history), the optimizer, the gate-noise
+    generator, every RNG state and the model. The learning rate is a pure function of the
+    step and the progress (``phases.learning_rate``), so it needs no state of its own."""
+    objects = objects or {}
+    gen = objects.get("generator")
+    return {
+        "format": ckpt.FORMAT,
+        "kind": "latest",
+        "phase": n,
+        "done": done,
+        "global_step": trainer.global_step,
+        "results": {k: dataclasses.asdict(v) for k, v in trainer.results.items()},
+        "progress": st,
+        "optimizer": objects["optimizer"].state_dict() if objects.get("optimizer") else None,
+        "generator_state": gen.get_state() if gen is not None else None,
+        "rng": ckpt.rng_state(),
+        "model_state": trainer.model.state_dict(),
+        "config": trainer.cfg.to_dict(),
+        "meta": trainer.meta,
+    }
+
+
+def restore_progress(state: dict[str, Any], objects: dict[str, Any], where: Path | None, n: int
+                     ) -> dict[str, Any]:
+    """Restore the optimizer, the generator and every RNG from a saved mid-phase ``state`` in
+    place; returns the phase's progress.
+
+    Raises:
+        CheckpointError: the state does not fit this config (naming the file and phase).
+    """
+    try:
+        opt = objects.get("optimizer")
+        if opt is not None and state.get("optimizer") is not None:
+            opt.load_state_dict(state["optimizer"])
+        if objects.get("generator") is not None and state.get("generator_state") is not None:
+            objects["generator"].set_state(state["generator_state"].cpu())  # map_location may have moved it
+        ckpt.set_rng_state(state["rng"])
+        return dict(state["progress"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ckpt.CheckpointError(f"{where} does not match this config (phase {n}): {first[:200]}") from None
+
+
+def phase_checkpoint(trainer: Any, n: int) -> dict[str, Any]:
+    """The checkpoint written at the end of phase ``n`` (design §5): the full model state, the
+    modules the phase trained, its result; also a resume point (the next phase reseeds every
+    RNG)."""
+    ph = PHASES[n]
+    res = trainer.results.get(n)
+    finetuned = n == 4 and trainer.cfg.phase4.finetune_backbone
+    return {
+        "format": ckpt.FORMAT,
+        "phase": n,
+        "phase_name": ph.name,
+        "trained_modules": list(ph.trains) + (list(PHASES[3].trains) if finetuned else []),
+        "model_state": copy.copy(trainer.model.state_dict()),
+        "config": trainer.cfg.to_dict(),
+        "meta": trainer.meta,
+        "result": {"epochs": res.epochs, "steps": res.steps, "best_val": res.best_val,
+                   "skipped": res.skipped} if res else {},
+        "kind": "phase",
+        "done": True,
+        "global_step": trainer.global_step,
+        "results": {k: dataclasses.asdict(v) for k, v in trainer.results.items()},
+        "rng": ckpt.rng_state(),
+    }

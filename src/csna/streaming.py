@@ -20,7 +20,7 @@ from .config import Config
 from .data import CausalData
 from .data.chunks import read_batches
 from .data.stream import StreamingTable, TableScan, row_split, scan_table
-from .train import Split
+from .sources import Split
 
 ROW_HASH_BLOCK = 1 << 20  # row indices hashed at a time when counting the training rows
 
@@ -68,7 +68,7 @@ def eval_data(sc: TableScan) -> tuple[CausalData, dict[str, np.ndarray]]:
 
 class StreamSource:
     """Training batches read from a file chunk by chunk, for ``Trainer`` (the interface of
-    ``csna.train.TensorSource``)."""
+    ``csna.sources.TensorSource``)."""
 
     def __init__(self, cfg: Config, sc: TableScan, transform, n_train: int, probe: Split,
                  device: torch.device):

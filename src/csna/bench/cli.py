@@ -175,10 +175,10 @@ def cmd_throughput(args: argparse.Namespace) -> int:
     note = "in-memory synthetic table"
     if args.data:
         from ..config import load_config
-        from ..runner import _prepare_stream, select_device, to_split
+        from ..prepare import prepare_stream, select_device, to_split
 
         cfg = load_config(None, ["data.stream=true", "data.stream_eval_rows=4096"], data_source=args.data)
-        data, splits, prep, source, n_rows = _prepare_stream(cfg, select_device(args.device))
+        data, splits, prep, source, n_rows = prepare_stream(cfg, select_device(args.device))
         val = to_split(prep, data, splits["val"], source.device)
         args.rows, note = n_rows, f"streamed from {args.data}"
     res = TP.run(args.rows, args.cols, Path(args.out), threads=args.threads, steps=args.steps,

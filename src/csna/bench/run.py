@@ -1,6 +1,6 @@
 """Running a benchmark: one split per replication, every estimator on it, in parallel.
 
-The parent draws each replication's split once (``csna.runner.split_data`` with the default
+The parent draws each replication's split once (``csna.prepare.split_data`` with the default
 config, so csna's own split) and hands the same indices to every task; a task is one estimator
 on one replication, run in a worker process with one torch and one BLAS thread.
 """
@@ -91,7 +91,7 @@ def csna_config(spec: BenchSpec, rep: int, path: Path | None = None) -> Config:
 
 def draw_splits(spec: BenchSpec, rep: int) -> dict[str, list[int]]:
     """csna's own split of replication ``rep``, checked, as plain lists (cheap to send)."""
-    from ..runner import check_splits, split_data
+    from ..prepare import check_splits, split_data
 
     data = load_data(spec, rep)
     splits = split_data(csna_config(spec, rep), data)
@@ -116,8 +116,8 @@ def tasks_for(spec: BenchSpec, splits: dict[int, dict[str, list[int]]]) -> list[
 
 
 def _fit_csna(task: Task, data: CausalData, splits: dict[str, np.ndarray]) -> tuple[dict[str, float], np.ndarray]:
+    from ..ensemble import train_run
     from ..evaluate import core_metrics, split_indices_of
-    from ..runner import train_run
 
     name = task.estimator
     path = ablation_path(name[len("csna-"):]) if name.startswith("csna-") else None
@@ -132,7 +132,7 @@ def _fit_csna(task: Task, data: CausalData, splits: dict[str, np.ndarray]) -> tu
 
 
 def _fit_peer(task: Task, data: CausalData, splits: dict[str, np.ndarray]) -> tuple[dict[str, float], np.ndarray]:
-    from ..runner import fit_preparation
+    from ..prepare import fit_preparation
     from .peers import fit_peer, score
 
     cfg = csna_config(task.spec, task.replication)

@@ -26,7 +26,10 @@ from ..config import Config
 from ..data import synthetic
 from ..model import CSNAModel
 from ..perf import tune_malloc
-from ..train import Split, Trainer, compute_parts
+from .. import meta
+from ..losses import compute_parts
+from ..sources import Split
+from ..train import Trainer
 from .. import losses as L
 
 WARM_STEPS = 10  # steps left out of each timing (allocator and kernel warm-up)
@@ -101,7 +104,7 @@ def train_rate(model: CSNAModel, cfg: Config, train, val: Split, phase: int, bat
     if phase < 4:
         trainer.run_phase(phase)
     else:
-        trainer.run_meta_phase()
+        meta.run_meta_phase(trainer)
     return clock.rate(batch_size)
 
 
@@ -151,7 +154,7 @@ def run(rows: int, cols: int, out: Path, *, seed: int = 0, threads: int = 1, ste
         source: a training batch source (e.g. a stream over a Parquet file) to use instead of
             the in-memory synthetic table of ``rows`` × ``cols``; then ``val`` is required.
     """
-    from ..runner import select_device
+    from ..prepare import select_device
 
     tune_malloc()
     torch.set_num_threads(threads)

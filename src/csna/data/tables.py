@@ -239,7 +239,7 @@ def load_table(path, *, treatment: str, outcome: str, covariates: list[str] | No
         outcome_type: "auto" (integers {0, 1} -> binary, else continuous), or one of
             "continuous", "binary", "multiclass".
         impute: accept NaN/Inf covariates, to be filled later with training medians
-            (``runner.fit_preparation``); otherwise they are an error.
+            (``prepare.fit_preparation``); otherwise they are an error.
 
     Returns:
         CausalData with X (n, p), T (n,) int64, Y (n,) float32 or int64, mu None.
