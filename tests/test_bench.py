@@ -1,6 +1,7 @@
 """csna bench: balance terms, the neural and tree peers, ablation configs, and the CLI's outputs."""
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -138,6 +139,21 @@ def test_ablation_configs_load_and_switch_off_their_part():
     # an ablation keeps its switch whatever budget --set gives
     spec = BenchSpec("ihdp", (0,), overrides=("phase4.epochs=1",))
     assert csna_config(spec, 0, ablation_path("gates-off")).phase4.epochs == 0
+
+
+def test_every_ablation_resolves_through_the_packaged_resources():
+    """The ablation configs ship inside the package (read with importlib.resources), so
+    `csna bench --ablations` works after a plain `pip install .`, and there is one copy."""
+    from importlib import resources
+
+    shipped = resources.files("csna").joinpath("configs", "ablations")
+    assert sorted(f.name for f in shipped.iterdir() if f.name.endswith(".yaml")) == sorted(f"{a}.yaml" for a in ABLATIONS)
+    for a in ABLATIONS:
+        path = ablation_path(a)
+        assert path.is_file() and path.read_text() == shipped.joinpath(f"{a}.yaml").read_text(), a
+        assert Path(str(shipped)) in path.resolve().parents, a
+    root = Path(__file__).resolve().parents[1]
+    assert not (root / "configs").exists()  # no second copy to drift
 
 
 def test_ablations_run(tiny_overrides):

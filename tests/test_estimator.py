@@ -173,3 +173,32 @@ def test_impute_fills_missing_covariates():
     est = CSNAEstimator(**TINY, **SMALL_MODEL, data__impute=True).fit(y, t, X=x)
     mu = est.predict(x)
     assert mu.shape == (300, 2) and np.isfinite(mu).all()
+
+
+def test_user_arrays_get_the_config_csna_train_gives_a_user_table(tmp_path, monkeypatch):
+    """No data preset for user data, whichever door it comes through: the estimator's resolved
+    config equals the one `csna train --data table.csv` trains with (but for data.source)."""
+    import csna.ensemble
+    from csna.cli import main
+
+    class Captured(Exception):
+        pass
+
+    def capture(cfg, **kwargs):
+        seen["cfg"] = cfg
+        raise Captured
+
+    seen = {}
+    monkeypatch.setattr(csna.ensemble, "train_run", capture)
+    y, t, x = linear_problem(n=50)
+    table = tmp_path / "t.csv"
+    pd.DataFrame({**{f"x{i}": x[:, i] for i in range(5)}, "treatment": t, "outcome": y}).to_csv(table, index=False)
+    for overrides, argv in (({}, []), ({"phase1__epochs": 7}, ["--set", "phase1.epochs=7"])):
+        with pytest.raises(Captured):
+            main(["train", "--data", str(table), "--out", str(tmp_path / "run"), "--overwrite", *argv])
+        cli = seen.pop("cfg").to_dict()
+        mine = CSNAEstimator(**overrides)._resolve().to_dict()
+        assert cli["data"].pop("source") == str(table)
+        mine["data"].pop("source")
+        assert mine == cli
+    assert mine["phase1"]["lr"] == CSNAEstimator(preset="none")._resolve().phase1.lr

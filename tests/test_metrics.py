@@ -194,3 +194,14 @@ def test_overlap_report():
     r2 = M.overlap_report(np.stack([1 - e, e], 1))
     assert r2["frac_extreme"] == pytest.approx(0.2)
     assert M.overlap_report(np.full(10, 0.5))["warn"] is False
+
+
+# --- compute ---------------------------------------------------------------------------------
+
+
+def test_flops_reduction_is_signed_so_a_dear_controller_shows():
+    assert M.flops_reduction(200.0, 50.0) == pytest.approx(0.75)
+    assert M.flops_reduction(200.0, 200.0) == 0.0
+    # gates that skip little while the controller adds its own FLOPs: gated costs more than full
+    assert M.flops_reduction(200.0, 230.0) == pytest.approx(-0.15)
+    assert math.isnan(M.flops_reduction(0.0, 10.0)) and math.isnan(M.flops_reduction(float("nan"), 1.0))

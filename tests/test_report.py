@@ -93,3 +93,15 @@ def test_attention_by_distance_figure_groups_pairs(tmp_path):
     assert g["attn_weight_self"] == 1.0
     assert g["attn_weight_near"] == g["attn_weight_far"] == g["attn_weight_unrelated"] == 0.0
     _valid_png(F.attention_vs_distance(attn, dist.numpy(), unrel.numpy(), tmp_path / "a.png"))
+
+
+def test_an_ensemble_report_says_which_metrics_describe_member_0_only(run, tmp_path):
+    member = dataclasses.replace(run, members=[], run_dir=None, trainer=None)
+    ensemble = dataclasses.replace(run, members=[member], run_dir=tmp_path)
+    m = evaluate_and_report(ensemble, run.data)
+    assert m["ensemble_members"] == 2 and m["structure_members"] == 1
+    report = (tmp_path / "report.md").read_text()
+    for section in ("### Causal stability", "### Structure", "### Gate rates"):
+        body = report.split(section, 1)[1].split("###", 1)[0]
+        assert "member 0 only" in body and "`structure_members` = 1 of 2 members" in body, section
+    assert "member 0" not in report.split("### Effects", 1)[1].split("###", 1)[0]

@@ -97,7 +97,7 @@ def _train(args: argparse.Namespace, ctx) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import write_metrics
+    from .evaluate import splits_for_data, write_metrics
     from .prepare import load_data
     from .report import evaluate_and_report
     from .rundir import check_compatible, load_run
@@ -113,11 +113,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             data_cfg.data.outcome = args.outcome
         data = load_data(data_cfg)
         check_compatible(run, data, args.data)
-        if args.data not in ("ihdp", "synthetic"):
-            import numpy as np
-
-            run.splits = {"train": np.zeros(0, dtype=np.int64), "val": np.zeros(0, dtype=np.int64),
-                          "test": np.arange(data.n)}
+        # The training table keeps its split (train and validation rows "in"); other data is all "out".
+        run.splits = splits_for_data(run, data, data_cfg)
     elif run.cfg.data.stream:
         # A streamed run is evaluated, as at the end of training, on the samples one bounded scan
         # keeps (csna.streaming); the whole table is never loaded.
@@ -202,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench(sub)
 
     t = sub.add_parser("train", help="train the four phases and evaluate")
-    t.add_argument("--config", help="YAML config file (any subset of configs/default.yaml)")
+    t.add_argument("--config", help="YAML config file (any subset of src/csna/configs/default.yaml)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. phase3.lr=1e-4")
     t.add_argument("--data", help="ihdp | synthetic | path to a CSV/Parquet table (default: ihdp)")
     t.add_argument("--treatment", help="treatment column of a user table")

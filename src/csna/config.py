@@ -280,6 +280,12 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
             setattr(obj, key, _coerce(value, hints[key], full))
 
 
+def ablation_dir() -> Path:
+    """The shipped ablation configs (``csna/configs/ablations/<name>.yaml``), found through
+    importlib.resources so that any install has them."""
+    return Path(str(resources.files("csna").joinpath("configs", "ablations")))
+
+
 def default_yaml() -> dict[str, Any]:
     """The shipped ``configs/default.yaml``: every key with its default, plus ``presets``."""
     text = resources.files("csna").joinpath("configs/default.yaml").read_text()

@@ -15,7 +15,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import losses as L
 from . import metrics as M
-from .data import CausalData
-from .nn.distance import causal_distance
+from .config import Config, DataConfig
+from .data import CausalData, DataError
+from .data.chunks import row_split
+from .data.tables import data_fingerprint
 from .predict import predict_features
+from .prepare import load_data
 from .rundir import Run
 
 BATCH = 4096  # rows per forward pass; metrics never depend on it
@@ -42,6 +45,35 @@ class Evaluation:
 
     metrics: dict[str, Any]
     arrays: dict[str, Any] = field(default_factory=dict)
+
+
+def _source_key(d: DataConfig) -> str:
+    return d.source if d.source in ("ihdp", "synthetic") else str(Path(d.source).resolve())
+
+
+def splits_for_data(run: Run, data: CausalData, data_cfg: Config) -> dict[str, np.ndarray] | None:
+    """The split to evaluate ``data`` (read with ``data_cfg``, e.g. ``csna evaluate --data``) by.
+
+    The run's own split when ``data`` is the table the run was trained on: the same source read
+    the same way, or the same content (``data_fingerprint``: covariates, treatment, outcome)
+    as the run's source reads now. A streamed run's rows split by their row hash. Otherwise
+    None: every row is new data, "out" of sample.
+    """
+    own = run.cfg.data
+    same_source = (_source_key(own) == _source_key(data_cfg.data)
+                   and replace(own, source="") == replace(data_cfg.data, source=""))
+    if not same_source:
+        try:
+            own_data = load_data(run.cfg)
+        except (DataError, OSError):  # the training table is gone: nothing to compare with
+            return None
+        if data_fingerprint(own_data) != data_fingerprint(data):
+            return None
+    if own.stream:
+        seed = own.split_seed if own.split_seed >= 0 else run.cfg.train.seed
+        part = row_split(np.arange(data.n), tuple(own.split), seed)  # (n,) 0 train, 1 val, 2 test
+        return {k: np.flatnonzero(part == i) for i, k in enumerate(("train", "val", "test"))}
+    return run.splits
 
 
 def split_indices_of(run: Run, data: CausalData) -> dict[str, np.ndarray]:
@@ -102,7 +134,9 @@ def core_metrics(run: Run, data: CausalData) -> dict[str, Any]:
     idx_in = np.sort(np.concatenate([splits["train"], splits["val"]]))
     idx_out = np.asarray(splits["test"])
     m: dict[str, Any] = {"n_train": int(len(splits["train"])), "n_val": int(len(splits["val"])),
-                         "n_test": int(len(idx_out))}
+                         "n_test": int(len(idx_out)),
+                         # no row of the data trained or selected the model: every row is "out"
+                         "eval_new_data": len(idx_in) == 0}
     variants = [("", True)] + ([("_full", False)] if run.gated else [])
     for suffix, gates in variants:
         t0 = time.perf_counter()
@@ -290,7 +324,9 @@ def evaluate_run(run: Run, data: CausalData, quiet: bool = False) -> Evaluation:
     te = splits["test"]
     x_out = x[te]
     m = core_metrics(run, data)
-    m["ensemble_members"] = len(run.all_members())  # the structure metrics below read the first one
+    m["ensemble_members"] = len(run.all_members())
+    # The stability, structure, attention and gate metrics below read the first member only.
+    m["structure_members"] = 1
     mode = gate_mode_of(run)
     names = [name for name, _ in model.blocks()]
     arrays: dict[str, Any] = {"block_names": names, "gated": run.gated, "k": model.cfg.k, "te": te,
@@ -312,7 +348,7 @@ def evaluate_run(run: Run, data: CausalData, quiet: bool = False) -> Evaluation:
                       tau_hat=res_all["mu"][te, 1] - res_all["mu"][te, 0])
 
     A_t = model.lattice.adjacency().detach()  # (k, k)
-    dist, unrel = causal_distance(A_t, model.cfg.edge_eps)
+    dist, unrel = model.causal_distances(A_t)  # what attention reads: A's dominant orientation
     A = A_t.double().cpu().numpy()
     arrays.update(A=A, dist=dist.cpu().numpy(), unrelated=unrel.cpu().numpy())
     m["graph_connectivity"] = M.graph_connectivity(A, model.cfg.edge_eps)
@@ -343,8 +379,9 @@ def evaluate_run(run: Run, data: CausalData, quiet: bool = False) -> Evaluation:
         m["flops_full"] = sum(flops_per_sample(r.model, x_out, "off") for r in members)
         m["flops_gated"] = (m["flops_full"] if mode == "off" else
                             sum(flops_per_sample(r.model, x_out, gate_mode_of(r)) for r in members))
-        # The controller costs FLOPs too: gates that skip nothing make the gated pass dearer.
-        m["flops_reduction"] = float(np.clip(1.0 - m["flops_gated"] / m["flops_full"], 0.0, 1.0))
+        # Signed: the controller costs FLOPs too, and gates that skip little make the gated pass
+        # dearer than the full one; that shows as a negative reduction, never as 0.
+        m["flops_reduction"] = M.flops_reduction(m["flops_full"], m["flops_gated"])
         m["wall_full_ms"] = sum(wall_ms(r.model, x_out, "off") for r in members)
         m["wall_gated_ms"] = (m["wall_full_ms"] if mode == "off" else
                               sum(wall_ms(r.model, x_out, gate_mode_of(r)) for r in members))

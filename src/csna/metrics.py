@@ -35,6 +35,7 @@ __all__ = [
     "kl_categorical",
     "kl_do_true_vs_hat",
     "graph_connectivity",
+    "flops_reduction",
     "laplacian_smoothness_np",
     "utility_entropy",
     "z_stability",
@@ -209,6 +210,14 @@ def graph_connectivity(A, eps: float = 0.0) -> float:
         return 0.0
     off = ~np.eye(k, dtype=bool)
     return float((A[off] > eps).sum() / (k * (k - 1)))
+
+
+def flops_reduction(flops_full: float, flops_gated: float) -> float:
+    """1 − gated / full, signed: negative when the gated pass, controller included, costs more
+    than running every block. NaN when ``flops_full`` is not a positive number."""
+    if not flops_full > 0:
+        return float("nan")
+    return float(1.0 - flops_gated / flops_full)
 
 
 def laplacian_smoothness_np(H, A) -> float:

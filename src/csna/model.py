@@ -102,7 +102,7 @@ class CSNAModel(nn.Module):
         z = torch.zeros(1, self.cfg.k, self.cfg.d, device=dev)
         a = self.lattice.adjacency()
         a_in = in_degree_normalised(a)
-        dist, unrel = causal_distance(dominant_edges(a), self.cfg.edge_eps)
+        dist, unrel = self.causal_distances(a)
         flops = []
         for name, block in self.blocks():
             with FlopCounterMode(display=False) as fc:
@@ -115,6 +115,15 @@ class CSNAModel(nn.Module):
         costs = costs / costs.sum().clamp_min(1.0)
         self.block_costs.copy_(costs)
         return costs
+
+    def causal_distances(self, a: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dist, unrelated), each (k, k): the causal distances attention reads, taken from the
+        dominant orientation of the learned graph ``a`` (default: ``lattice.adjacency()``).
+
+        The one definition of what attention sees; evaluation and figures read it from here.
+        """
+        a = self.lattice.adjacency() if a is None else a  # (k, k)
+        return causal_distance(dominant_edges(a.detach()), self.cfg.edge_eps)
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor, depth: int | None = None, gate_mode: str = "off",
@@ -181,7 +190,7 @@ class CSNAModel(nn.Module):
             if a is None:
                 a = self.lattice.adjacency()
             # Causal distance once per forward pass, never per layer (design §3.3).
-            dist, unrel = causal_distance(dominant_edges(a.detach()), self.cfg.edge_eps)
+            dist, unrel = self.causal_distances(a)
             for blk in self.attention:
                 state = run(lambda s, m=blk: m(s, dist, unrel), state, block_i)
                 block_i += 1

@@ -61,7 +61,7 @@ GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
     ]),
     ("Compute (per sample, test units)", [
         ("flops_full", "FLOPs per sample, every block run"), ("flops_gated", "FLOPs per sample, as gated"),
-        ("flops_reduction", "1 − gated / full"), ("wall_full_ms", "ms per forward over the test units, full"),
+        ("flops_reduction", "1 − gated / full; negative: gating costs more than it saves"), ("wall_full_ms", "ms per forward over the test units, full"),
         ("wall_gated_ms", "ms per forward over the test units, gated"),
         ("wall_predict_all_ms", "ms to predict every row"), ("time_fit_s", "training time, s"),
         ("time_evaluate_s", "evaluation time, s"),
@@ -250,6 +250,19 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
+# Groups whose metrics ``evaluate_run`` reads off one ensemble member (``structure_members``).
+ONE_MEMBER_GROUPS = ("Causal stability", "Structure")
+
+
+def member_note(m: dict[str, Any]) -> list[str]:
+    """The line that says, in an ensemble run, which metrics describe member 0 only."""
+    n, k = m.get("ensemble_members") or 1, m.get("structure_members") or 1
+    if n <= k:
+        return []
+    return [f"*Ensemble member 0 only (`structure_members` = {k} of {n} members); effects, task "
+            "and compute use every member.*", ""]
+
+
 def metrics_tables(m: dict[str, Any], gated: bool) -> list[str]:
     lines: list[str] = []
     for title, rows in GROUPS:
@@ -257,6 +270,8 @@ def metrics_tables(m: dict[str, Any], gated: bool) -> list[str]:
         if not rows:
             continue
         lines += [f"### {title}", ""]
+        if title in ONE_MEMBER_GROUPS:
+            lines += member_note(m)
         lines += (["| metric | gated model | all blocks | meaning |", "|---|---:|---:|---|"] if gated
                   else ["| metric | value | meaning |", "|---|---:|---|"])
         for k, desc in rows:
@@ -269,7 +284,7 @@ def metrics_tables(m: dict[str, Any], gated: bool) -> list[str]:
         lines.append("")
     rates = [k for k in m if k.startswith("gate_rate_")]  # block order
     if rates:
-        lines += ["### Gate rates (share of test units that run each block)", "",
+        lines += ["### Gate rates (share of test units that run each block)", "", *member_note(m),
                   "| block | rate |", "|---|---:|"]
         lines += [f"| `{k[len('gate_rate_'):]}` | {fmt(m[k])} |" for k in rates]
         lines.append("")
@@ -311,6 +326,10 @@ def write_report(ev: Evaluation, made: list[tuple[str, str]], path: Path, run: R
         f"- data: {data.name}, {data.n} units ({m.get('n_train', 0)} train / {m.get('n_val', 0)} validation / "
         f"{m.get('n_test', 0)} test), outcome {run.prep.outcome_type}, {data.n_treatments} treatments",
         f"- phases trained: {phases}; Meta Utility gating: {'on' if run.gated else 'off'}; seed {run.cfg.train.seed}",
+        ("- new data: every unit is out-of-sample (none trained or selected the model), so every "
+         "metric is on all units and there are no `*_in` metrics" if m.get("eval_new_data") else
+         "- the run's own data and split: train and validation units are in-sample (`*_in`), test units "
+         "out-of-sample (`*_out`)"),
         "- test-split metrics are on the test units; ATE, ATT and overlap on every unit of the data",
         "",
         "## Final axes (seed §X, targets of design §6)", "",

@@ -88,7 +88,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                                 "replications": list(spec.replications), "peers": list(spec.peers),
                                                 "ablations": list(spec.ablations), "overrides": list(spec.overrides),
                                                 "peer_options": spec.peer_options, "jobs": args.jobs}, indent=2))
-    labels = {"csna": "csna, default config"} | {f"csna-{a}": f"csna ablation, configs/ablations/{a}.yaml"
+    labels = {"csna": "csna, default config"} | {f"csna-{a}": f"csna ablation, src/csna/configs/ablations/{a}.yaml"
                                                   for a in ABLATIONS} | {n: p.label for n, p in PEERS.items()}
     title = "csna bench: IHDP (response surface B)" if not binary else \
         f"csna bench: synthetic SCM, binary outcome (n={spec.n}, p={spec.p})"

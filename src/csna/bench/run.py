@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ..config import Config, ConfigError, load_config, parse_override
+from ..config import Config, ConfigError, ablation_dir, load_config, parse_override
 from ..data import CausalData, ihdp, synthetic
 from ..perf import tune_malloc
 
 ABLATIONS = ("single", "phase1-only", "no-lattice", "sequence-rope", "no-rope", "lambda1-0", "no-reg", "gates-off", "z-norm")
-ABLATION_DIR = Path(__file__).resolve().parents[3] / "configs" / "ablations"
+ABLATION_DIR = ablation_dir()  # packaged with csna, so `pip install .` has them
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ batches with memory O(shuffle_rows + chunk_rows) rows whatever the file's size.
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +36,11 @@ from csna.data.tables import (
     DataError,
     _check_classes,
     _infer_outcome_type,
+    column_roles,
+    truth_column,
 )
 
 __all__ = ["StreamingTable", "TableScan", "row_split", "scan_table"]
-
-_TRUTH = re.compile(r"mu\d+")  # mu0, mu1, ...: true potential outcomes, never covariates
 
 
 def _outcome_values(y: np.ndarray, outcome_type: str, path: Path, column: str) -> np.ndarray:
@@ -97,27 +96,6 @@ class TableScan:
         return [*self.covariates, self.treatment, self.outcome]
 
 
-def _roles(path: Path, names: list[str], treatment: str, outcome: str,
-           covariates: list[str] | None) -> tuple[list[str], list[str]]:
-    """(covariates, truth columns), after checking that every named column exists."""
-    available = ", ".join(names)
-    for role, name in (("treatment", treatment), ("outcome", outcome)):
-        if name not in names:
-            raise DataError(f"{role} column '{name}' not in {path}; available: {available}")
-    truth = [c for c in names if _TRUTH.fullmatch(c) and c not in (treatment, outcome)]
-    if covariates is None:
-        covariates = [c for c in names if c not in (treatment, outcome) and c not in truth]
-    missing = [c for c in covariates if c not in names]
-    if missing:
-        raise DataError(f"covariate column(s) {missing} not in {path}; available: {available}")
-    leaked = [c for c in covariates if c in truth or c in (treatment, outcome)]
-    if leaked:
-        raise DataError(f"column(s) {leaked} of {path} cannot be covariates (truth, treatment or outcome)")
-    if not covariates:
-        raise DataError(f"no covariate columns in {path}")
-    return list(covariates), truth
-
-
 def scan_table(path, *, treatment: str, outcome: str, covariates: list[str] | None = None,
                fractions=(0.63, 0.27, 0.10), seed: int = 0, fit_rows: int = 100_000, eval_rows: int = 50_000,
                outcome_type: str = "auto", chunk_rows: int = 65536) -> TableScan:
@@ -126,9 +104,10 @@ def scan_table(path, *, treatment: str, outcome: str, covariates: list[str] | No
 
     Validates like `load_table` and raises DataError with a one-line message naming the file,
     the column and the data row: NaN/Inf or missing values, a treatment that is not 0..K-1 or
-    has one group only (within the rows read), a missing column. Columns mu0, mu1, ... are
-    truth, never covariates. String covariates are kept for the preprocessor to encode; CSV
-    integer covariates are read as float64.
+    has one group only (within the rows read), a missing column. Truth columns (mu0, mu1, ...)
+    are never covariates, by the rule of `load_table` (``tables.column_roles``). String
+    covariates are kept for the preprocessor to encode; CSV integer covariates are read as
+    float64.
 
     Args:
         path: a .csv, .parquet or .pq file.
@@ -144,7 +123,7 @@ def scan_table(path, *, treatment: str, outcome: str, covariates: list[str] | No
         raise DataError(f"outcome_type '{outcome_type}' is not 'auto' or one of {OUTCOME_TYPES}")
     f = check_fractions(fractions)
     names = column_names(path, kind)
-    covariates, truth = _roles(path, names, treatment, outcome, covariates)
+    covariates, truth = column_roles(path, names, treatment, outcome, covariates)
     columns = covariates + [treatment, outcome] + truth
     roles = {**{c: "covariate" for c in covariates}, treatment: "treatment", outcome: "outcome",
              **{c: "truth" for c in truth}}
@@ -197,7 +176,7 @@ def scan_table(path, *, treatment: str, outcome: str, covariates: list[str] | No
     ys = [_outcome_values(fr[outcome].to_numpy(), outcome_type, path, outcome) for fr in frames]
     if len(ys[0]):
         _check_classes(ys[0], outcome_type, str(path), outcome)
-    mu_cols = [f"mu{j}" for j in range(k)]
+    mu_cols = [truth_column(j) for j in range(k)]
     has_mu = all(c in truth for c in mu_cols)
 
     def sample(s: int) -> CausalData:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from csna.data.synthetic import synthetic_chunks
-from csna.data.tables import DataError
+from csna.data.tables import DataError, truth_column
 
 METADATA_KEY = "csna.synthetic"
 DEFAULT_CHUNK_ROWS = 262144
@@ -28,7 +28,7 @@ def _schema(p: int, n_treatments: int, outcome: str, meta: dict) -> pa.Schema:
     fields = [pa.field(f"x{i}", pa.float32()) for i in range(p)]
     fields += [pa.field("treatment", pa.int64()),
                pa.field("outcome", pa.float32() if outcome == "continuous" else pa.int64())]
-    fields += [pa.field(f"mu{t}", pa.float64()) for t in range(n_treatments)]
+    fields += [pa.field(truth_column(t), pa.float64()) for t in range(n_treatments)]
     return pa.schema(fields, metadata={METADATA_KEY: json.dumps(meta)})
 
 

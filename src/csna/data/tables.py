@@ -5,7 +5,11 @@ Shape alphabet: n units, p covariates, K treatments.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -14,6 +18,9 @@ import pandas as pd
 
 OUTCOME_TYPES = ("continuous", "binary", "multiclass")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
+# The one list of truth column names: what `csna data synthetic` writes (`truth_column`), and
+# what no reader ever takes as a covariate.
+TRUTH_COLUMNS = re.compile(r"mu\d+")  # mu0, mu1, ...: true E[Y(t) | x]
 
 
 class DataError(ValueError):
@@ -88,6 +95,57 @@ class CausalData:
             mu=None if self.mu is None else self.mu[idx],
             extra=extra,
         )
+
+
+def truth_column(t: int) -> str:
+    """Name of the column holding the true E[Y(t) | x] of treatment t in a table."""
+    return f"mu{t}"
+
+
+def column_roles(path, names: list[str], treatment: str, outcome: str,
+                 covariates: list[str] | None) -> tuple[list[str], list[str]]:
+    """(covariates, truth columns) of a table with columns ``names``; the rule of both the
+    in-memory and the streamed reader.
+
+    Truth columns (``TRUTH_COLUMNS``) are never covariates: without ``covariates`` they are
+    dropped with a one-line note on stderr; naming one is an error.
+
+    Raises:
+        DataError: a missing treatment, outcome or covariate column, a covariate that is
+            truth, treatment or outcome, or no covariate at all.
+    """
+    names = [str(c) for c in names]
+    available = ", ".join(names)
+    for role, name in (("treatment", treatment), ("outcome", outcome)):
+        if name not in names:
+            raise DataError(f"{role} column '{name}' not in {path}; available: {available}")
+    truth = [c for c in names if TRUTH_COLUMNS.fullmatch(c) and c not in (treatment, outcome)]
+    if covariates is None:
+        covariates = [c for c in names if c not in (treatment, outcome) and c not in truth]
+        if truth:
+            print(f"csna: note: {path}: dropped truth columns {', '.join(truth)} (never covariates)",
+                  file=sys.stderr)
+    missing = [c for c in covariates if c not in names]
+    if missing:
+        raise DataError(f"covariate column(s) {missing} not in {path}; available: {available}")
+    leaked = [c for c in covariates if c in truth or c in (treatment, outcome)]
+    if leaked:
+        raise DataError(f"column(s) {leaked} of {path} cannot be covariates (truth, treatment or outcome)")
+    if not covariates:
+        raise DataError(f"no covariate columns in {path}")
+    return list(covariates), truth
+
+
+def data_fingerprint(data: CausalData) -> str:
+    """SHA-256 of the covariates (names, dtypes, values), treatment and outcome of ``data``:
+    equal for the same table read the same way, whatever its file is called."""
+    h = hashlib.sha256()
+    head = [[str(c) for c in data.X.columns], [str(t) for t in data.X.dtypes], str(data.Y.dtype), data.outcome_type]
+    h.update(json.dumps(head).encode())
+    h.update(pd.util.hash_pandas_object(data.X, index=False).to_numpy().tobytes())  # (n,) uint64
+    h.update(np.ascontiguousarray(data.T, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(data.Y).tobytes())
+    return h.hexdigest()
 
 
 def _nonfinite_count(col: pd.Series) -> int:
@@ -235,33 +293,27 @@ def load_table(path, *, treatment: str, outcome: str, covariates: list[str] | No
         path: a .csv, .parquet or .pq file.
         treatment: name of the integer-coded treatment column, values exactly 0..K-1.
         outcome: name of the outcome column.
-        covariates: covariate column names; default every column but treatment and outcome.
+        covariates: covariate column names; default every column but treatment, outcome and
+            truth (``TRUTH_COLUMNS``; dropped with a note on stderr). Naming a truth column
+            is an error.
         outcome_type: "auto" (integers {0, 1} -> binary, else continuous), or one of
             "continuous", "binary", "multiclass".
         impute: accept NaN/Inf covariates, to be filled later with training medians
             (``prepare.fit_preparation``); otherwise they are an error.
 
     Returns:
-        CausalData with X (n, p), T (n,) int64, Y (n,) float32 or int64, mu None.
+        CausalData with X (n, p), T (n,) int64, Y (n,) float32 or int64, and mu (n, K) from
+        the columns mu0..mu{K-1} when the table has them all (for evaluation only), else None.
 
     Raises:
         DataError: with a one-line message naming the problem and the file.
     """
     path = Path(os.fspath(path))
     df = read_frame(path)
-    available = ", ".join(map(str, df.columns))
-    for role, name in (("treatment", treatment), ("outcome", outcome)):
-        if name not in df.columns:
-            raise DataError(f"{role} column '{name}' not in {path}; available: {available}")
-    if covariates is None:
-        covariates = [c for c in df.columns if c not in (treatment, outcome)]
-    missing = [c for c in covariates if c not in df.columns]
-    if missing:
-        raise DataError(f"covariate column(s) {missing} not in {path}; available: {available}")
-    if not covariates:
-        raise DataError(f"no covariate columns in {path}")
+    df.columns = [str(c) for c in df.columns]
+    covariates, truth = column_roles(path, list(df.columns), treatment, outcome, covariates)
 
-    X = df[list(covariates)].reset_index(drop=True)
+    X = df[covariates].reset_index(drop=True)
     if not impute:
         _check_covariates(X, str(path))
     t_raw = df[treatment]
@@ -286,6 +338,8 @@ def load_table(path, *, treatment: str, outcome: str, covariates: list[str] | No
             raise DataError(f"binary outcome '{outcome}' in {path} has values other than 0 and 1")
         Y = y64.astype(np.int64)
     _check_classes(Y, outcome_type, str(path), outcome)
+    mu_cols = [truth_column(t) for t in range(k)]
+    mu = df[mu_cols].to_numpy(dtype=np.float64) if all(c in truth for c in mu_cols) else None
 
-    return CausalData(X=X, T=t_raw.to_numpy().astype(np.int64), Y=Y, mu=None,
+    return CausalData(X=X, T=t_raw.to_numpy().astype(np.int64), Y=Y, mu=mu,
                       outcome_type=outcome_type, n_treatments=k, name=path.name)
