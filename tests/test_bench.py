@@ -80,8 +80,8 @@ def test_neural_peer_recovers_a_constant_effect(name):
 def test_neural_peer_binary_outcome_gives_probabilities():
     x, t, y, tr, va = linear_problem()
     yb = (y > np.median(y)).astype(np.float64)
-    mu = neural.fit_predict("dragonnet", x, t, yb, tr, va, binary=True, max_epochs=5, n_configs=1)
-    assert ((mu >= 0) & (mu <= 1)).all()
+    res = neural.fit_predict("dragonnet", x, t, yb, tr, va, binary=True, max_epochs=5, n_configs=1)
+    assert ((res.mu >= 0) & (res.mu <= 1)).all() and res.flops > 0
 
 
 @pytest.mark.skipif(not HAS_LGBM, reason="needs lightgbm (pip install 'csna[bench]')")
@@ -175,7 +175,7 @@ def test_bench_ihdp_writes_results_on_one_shared_split(tmp_path, tiny_overrides,
     assert main(args) == 0
     df = pd.read_csv(tmp_path / "results.csv", dtype={"split_id": str})
     assert list(df.columns) == ["estimator", "replication", "sqrt_pehe_in", "sqrt_pehe_out", "eps_ate_in",
-                                "eps_ate_out", "fit_seconds", "split_id"]
+                                "eps_ate_out", "fit_seconds", "flops_fit", "split_id"]
     assert sorted(df["estimator"]) == sorted(["csna"] + cheap.split(","))
     assert (df["replication"] == 0).all() and np.isfinite(df.iloc[:, 2:7].to_numpy(float)).all()
     # every estimator was scored on csna's own default test rows

@@ -12,7 +12,9 @@ the benchmark (not the authors' code, not CATENets):
 
 Every model is trained on the training split with AdamW on the standardised outcome, stopped
 early on the validation factual loss, and the best of a small grid of configurations (chosen
-by that same validation loss — never by the true effects) is kept.
+by that same validation loss — never by the true effects) is kept. A fit also reports its cost
+in FLOPs (``step_flops``: one counted step times the steps taken). Seed ensembles of these
+peers, built with csna's member recipe, are in ``neural_ens.py``.
 
 Shape alphabet: n rows, B batch, p features, r representation width, w head width.
 """
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from .balance import IPMS
 
@@ -107,6 +110,18 @@ def batch_loss(net: TwoHeadNet, cfg: NeuralConfig, x: torch.Tensor, t: torch.Ten
     return loss
 
 
+def step_flops(net: TwoHeadNet, cfg: NeuralConfig, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
+               treated_share: float, binary: bool) -> float:
+    """FLOPs of one training step on this batch (forward, loss, backward), as ``FlopCounterMode``
+    counts them: matmuls and other counted kernels; elementwise work (activations, the Sinkhorn
+    iterations' exp/log) and the AdamW update are not counted. Counted on a copy, so ``net``'s
+    gradients and every RNG are left as they were. x (B, p), t (B,), y (B,)."""
+    probe = copy.deepcopy(net)
+    with FlopCounterMode(display=False) as fc:
+        batch_loss(probe, cfg, x, t, y, treated_share, binary).backward()
+    return float(fc.get_total_flops())
+
+
 @torch.no_grad()
 def _val_loss(net: TwoHeadNet, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, binary: bool) -> float:
     net.eval()
@@ -116,11 +131,17 @@ def _val_loss(net: TwoHeadNet, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor
 
 
 def fit_one(cfg: NeuralConfig, x_tr: np.ndarray, t_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray,
-            t_va: np.ndarray, y_va: np.ndarray, binary: bool, seed: int) -> tuple[TwoHeadNet, float]:
-    """Train one configuration with early stopping; returns the best-epoch net and its val loss.
+            t_va: np.ndarray, y_va: np.ndarray, binary: bool, seed: int) -> tuple[TwoHeadNet, float, float]:
+    """Train one configuration with early stopping.
 
     Args:
         x_tr: (n, p) float features; t_tr: (n,) 0/1; y_tr: (n,) standardised outcome or 0/1.
+
+    Returns:
+        The best-epoch net, its validation loss, and the FLOPs the training cost: one step's
+        count (``step_flops``, on the first ``batch_size`` rows) times the steps taken, plus one
+        validation pass's count per epoch. An estimate: the CFR penalty's cost varies a little
+        with each batch's treated share.
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -133,7 +154,13 @@ def fit_one(cfg: NeuralConfig, x_tr: np.ndarray, t_tr: np.ndarray, y_tr: np.ndar
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best, best_state, bad = float("inf"), copy.deepcopy(net.state_dict()), 0
     bs = min(cfg.batch_size, len(xt))
+    per_step = step_flops(net, cfg, xt[:bs], tt[:bs], yt[:bs], share, binary)
+    with FlopCounterMode(display=False) as fc:
+        _val_loss(net, xv, tv, yv, binary)
+    per_val = float(fc.get_total_flops())
+    epochs = 0
     for _ in range(cfg.max_epochs):
+        epochs += 1
         order = torch.randperm(len(xt), generator=gen)
         for i in range(0, len(xt) - bs + 1, bs):  # drop the ragged last batch: a 1-row batch has no balance term
             b = order[i:i + bs]
@@ -150,7 +177,7 @@ def fit_one(cfg: NeuralConfig, x_tr: np.ndarray, t_tr: np.ndarray, y_tr: np.ndar
                 break
     net.load_state_dict(best_state)
     net.eval()
-    return net, best
+    return net, best, epochs * ((len(xt) // bs) * per_step + per_val)
 
 
 def grid(kind: str, ipm: str = "wass") -> list[NeuralConfig]:
@@ -161,9 +188,17 @@ def grid(kind: str, ipm: str = "wass") -> list[NeuralConfig]:
     return [replace(base, rep_width=w, weight_decay=wd) for w in (200, 100) for wd in (1e-4, 1e-2)]
 
 
+@dataclass
+class NeuralFit:
+    """A fitted peer's predictions and what the fit cost."""
+
+    mu: np.ndarray  # (n, 2) E[Y(0) | x], E[Y(1) | x] in outcome units (probabilities when binary)
+    flops: float  # FLOPs of the whole fit, every configuration of the grid (see fit_one)
+
+
 def fit_predict(kind: str, x: np.ndarray, t: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray,
                 binary: bool, seed: int = 0, ipm: str = "wass", max_epochs: int | None = None,
-                n_configs: int | None = None) -> np.ndarray:
+                n_configs: int | None = None) -> NeuralFit:
     """Tune on ``val``, train on ``train``, predict both potential outcomes for every row.
 
     Args:
@@ -172,19 +207,22 @@ def fit_predict(kind: str, x: np.ndarray, t: np.ndarray, y: np.ndarray, train: n
         max_epochs, n_configs: a smaller budget (tests, quick looks).
 
     Returns:
-        (n, 2) E[Y(0) | x], E[Y(1) | x] in outcome units (probabilities when ``binary``).
+        ``NeuralFit``: mu (n, 2) in outcome units (probabilities when ``binary``), and the FLOPs
+        of training every configuration tried.
     """
     y = np.asarray(y, dtype=np.float64)
     mean, std = (0.0, 1.0) if binary else (float(y[train].mean()), float(y[train].std()) or 1.0)
     ys = (y - mean) / std
-    best_net, best_loss = None, float("inf")
+    best_net, best_loss, flops = None, float("inf"), 0.0
     for i, cfg in enumerate(grid(kind, ipm)[:n_configs]):
         if max_epochs is not None:
             cfg = replace(cfg, max_epochs=max_epochs)
-        net, loss = fit_one(cfg, x[train], t[train], ys[train], x[val], t[val], ys[val], binary, seed + 1000 * i)
+        net, loss, cost = fit_one(cfg, x[train], t[train], ys[train], x[val], t[val], ys[val], binary,
+                                  seed + 1000 * i)
+        flops += cost
         if best_net is None or loss < best_loss:
             best_net, best_loss = net, loss
     with torch.no_grad():
         _, q, _ = best_net(torch.as_tensor(x, dtype=torch.float32))  # (n, 2)
     q = q.double().numpy()
-    return 1.0 / (1.0 + np.exp(-q)) if binary else q * std + mean
+    return NeuralFit(1.0 / (1.0 + np.exp(-q)) if binary else q * std + mean, flops)

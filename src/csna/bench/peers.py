@@ -4,6 +4,10 @@ A peer sees the same preprocessed features as csna, fits on the training rows (t
 early stopping on the validation rows, refitting on both where that is its habit), and
 predicts for every row. Scoring is csna's: "in" = train + validation rows, "out" = test rows.
 
+Each neural peer also exists as an ensemble of four built with csna's member recipe
+(``<name>-ens4``, ``neural_ens.py``); ``LIKE_FOR_LIKE`` pairs single csna with single peers
+and csna's ensemble with the ensembled peers.
+
 Shape alphabet: n rows, p features.
 """
 
@@ -17,7 +21,7 @@ import numpy as np
 
 from .. import metrics as M
 from ..config import ConfigError
-from . import neural, trees
+from . import neural, neural_ens, trees
 
 INSTALL_HINT = "pip install 'csna[bench]'"
 
@@ -28,6 +32,7 @@ class Prediction:
 
     tau: np.ndarray  # (n,)
     mu: np.ndarray | None = None  # (n, 2), probabilities for a binary outcome
+    flops: float | None = None  # FLOPs of the whole fit, where the peer counts them (the neural ones)
 
 
 @dataclass(frozen=True)
@@ -59,25 +64,44 @@ def _tau_only(fn):
 
 def _net(kind: str, ipm: str = "wass"):
     def fit(x, t, y, train, val, binary, seed, max_epochs=None, n_configs=None, **_):
-        mu = neural.fit_predict(kind, x, t, y, train, val, binary, seed, ipm=ipm, max_epochs=max_epochs,
-                                n_configs=n_configs)
-        return Prediction(mu[:, 1] - mu[:, 0], mu)
+        res = neural.fit_predict(kind, x, t, y, train, val, binary, seed, ipm=ipm, max_epochs=max_epochs,
+                                 n_configs=n_configs)
+        return Prediction(res.mu[:, 1] - res.mu[:, 0], res.mu, res.flops)
+    return fit
+
+
+def _net_ensemble(kind: str, ipm: str = "wass"):
+    def fit(x, t, y, train, val, binary, seed, test=None, resplit=True, max_epochs=None, n_configs=None, **_):
+        splits = {"train": train, "val": val, "test": np.zeros(0, np.int64) if test is None else test}
+        res = neural_ens.fit_predict_ensemble(kind, x, t, y, splits, binary, seed, resplit=resplit, ipm=ipm,
+                                              max_epochs=max_epochs, n_configs=n_configs)
+        return Prediction(res.mu[:, 1] - res.mu[:, 0], res.mu, res.flops)
     return fit
 
 
 _OURS = "csna's own PyTorch implementation"
-PEERS: dict[str, Peer] = {p.name: p for p in [
+_ENS = (f"ensemble of {neural_ens.MEMBERS} with csna's member recipe (seeds s + j, train/validation redrawn "
+        "from the non-test rows, mean of μ̂)")
+# name, kind, ipm, label of the neural peers; each is also registered as "<name>-ens4".
+_NEURAL = [("tarnet", "tarnet", "wass", "TARNet (Shalit et al. 2017)"),
+           ("cfr-mmd", "cfr", "mmd", "CFR-MMD (Shalit et al. 2017)"),
+           ("cfr-wass", "cfr", "wass", "CFR-Wasserstein (Shalit et al. 2017)"),
+           ("dragonnet", "dragonnet", "wass", "DragonNet + targeted reg. (Shi et al. 2019)")]
+ENSEMBLED = {name: f"{name}-ens{neural_ens.MEMBERS}" for name, *_ in _NEURAL}
+# (csna row, peer row) pairs compared replication by replication in results.md.
+LIKE_FOR_LIKE = tuple(("csna-single", n) for n in ENSEMBLED) + tuple(("csna", e) for e in ENSEMBLED.values())
+_TREES = [
     Peer("causal-forest-dml", "EconML CausalForestDML, LightGBM nuisances", _tau_only(trees.causal_forest),
          ("econml", "lightgbm")),
     Peer("dr-learner", "EconML DRLearner, LightGBM nuisances", _tau_only(trees.dr_learner), ("econml", "lightgbm")),
     Peer("t-learner-lgbm", "T-learner, LightGBM", _from_mu(trees.t_learner), ("lightgbm",)),
     Peer("s-learner-lgbm", "S-learner, LightGBM", _from_mu(trees.s_learner), ("lightgbm",)),
     Peer("x-learner-lgbm", "X-learner, LightGBM", _x, ("lightgbm",)),
-    Peer("tarnet", f"TARNet (Shalit et al. 2017), {_OURS}", _net("tarnet"), neural=True),
-    Peer("cfr-mmd", f"CFR-MMD (Shalit et al. 2017), {_OURS}", _net("cfr", "mmd"), neural=True),
-    Peer("cfr-wass", f"CFR-Wasserstein (Shalit et al. 2017), {_OURS}", _net("cfr", "wass"), neural=True),
-    Peer("dragonnet", f"DragonNet + targeted reg. (Shi et al. 2019), {_OURS}", _net("dragonnet"), neural=True),
-]}
+]
+_SINGLE = [Peer(name, f"{label}, {_OURS}", _net(kind, ipm), neural=True) for name, kind, ipm, label in _NEURAL]
+_ENSEMBLES = [Peer(ENSEMBLED[name], f"{label}, {_ENS}, {_OURS}", _net_ensemble(kind, ipm), neural=True)
+              for name, kind, ipm, label in _NEURAL]
+PEERS: dict[str, Peer] = {p.name: p for p in _TREES + _SINGLE + _ENSEMBLES}
 
 
 def resolve(names: str | None) -> list[str]:
@@ -122,6 +146,7 @@ def score(tau_hat: np.ndarray, mu_hat: np.ndarray | None, mu_true: np.ndarray, T
 
 def fit_peer(name: str, x: np.ndarray, t: np.ndarray, y: np.ndarray, splits: dict[str, np.ndarray],
              binary: bool, seed: int, options: dict[str, Any] | None = None) -> Prediction:
-    """Fit one peer on the split and predict every row."""
+    """Fit one peer on the split and predict every row (an ensembled peer's members keep
+    ``splits["test"]`` as their test rows; ``options["resplit"]`` is csna's ``train.ensemble_resplit``)."""
     return PEERS[name].fit(x, t.astype(np.int64), np.asarray(y, dtype=np.float64), splits["train"], splits["val"],
-                           binary, seed, **(options or {}))
+                           binary, seed, test=splits.get("test"), **(options or {}))

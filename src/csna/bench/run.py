@@ -138,10 +138,14 @@ def _fit_peer(task: Task, data: CausalData, splits: dict[str, np.ndarray]) -> tu
     cfg = csna_config(task.spec, task.replication)
     x = fit_preparation(cfg, data, splits["train"]).features(data.X).astype(np.float64)  # (n, p_out)
     binary = data.outcome_type == "binary"
+    # An ensembled peer's members share these features (fitted on the first member's training
+    # rows) and redraw their splits as csna's members do (train.ensemble_resplit).
     pred = fit_peer(task.estimator, x, data.T, data.Y, splits, binary, seed=task.replication,
-                    options=task.spec.peer_options)
+                    options={"resplit": cfg.train.ensemble_resplit, **task.spec.peer_options})
     idx_in = np.sort(np.concatenate([splits["train"], splits["val"]]))
     m = score(pred.tau, pred.mu, data.mu, data.T, data.Y, idx_in, splits["test"], binary)
+    if pred.flops is not None:
+        m["flops_fit"] = float(pred.flops)
     return m, splits["test"]
 
 
