@@ -95,7 +95,8 @@ def summarise(df: pd.DataFrame, out: Path) -> None:
     df.to_csv(out / "tradeoff.csv", index=False)
     g = df.groupby(["task", "eta"])
     agg = g.agg(["mean", "sem"])
-    lines = ["| task | η | runs | FLOPs reduction | √PEHE_out gated | √PEHE_out full | AUC gated | AUC full | µs/sample full | µs/sample gated |",
+    lines = ["| task | η | runs | FLOPs reduction | √PEHE_out gated | √PEHE_out full | AUC gated | AUC full "
+             "| µs/sample full | µs/sample gated |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for (task, eta), rows_ in g:
         a = agg.loc[(task, eta)]
@@ -103,7 +104,8 @@ def summarise(df: pd.DataFrame, out: Path) -> None:
         def f(col):
             mu, se = a[(col, "mean")], a[(col, "sem")]
             return "–" if pd.isna(mu) else f"{mu:.3f} ± {0 if pd.isna(se) else se:.3f}"
-        lines.append(f"| {task} | {eta:g} | {len(rows_)} | {f('flops_reduction')} | {f('sqrt_pehe_out')} | {f('sqrt_pehe_out_full')} | "
+        lines.append(f"| {task} | {eta:g} | {len(rows_)} | {f('flops_reduction')} | "
+                     f"{f('sqrt_pehe_out')} | {f('sqrt_pehe_out_full')} | "
                      f"{f('auc_out')} | {f('auc_out_full')} | {f('wall_full_us')} | {f('wall_gated_us')} |")
     table = "\n".join(lines)
     (out / "tradeoff.md").write_text(table + "\n")
@@ -122,7 +124,8 @@ def summarise(df: pd.DataFrame, out: Path) -> None:
         ax.plot(100 * d["flops_reduction"], d[col], "o-", label="gated")
         ax.plot(np.zeros(len(d)), d[f"{col}_full"], "s", label="every block run (0% saved)")
         for eta, row in d.iterrows():
-            ax.annotate(f"η={eta:g}", (100 * row["flops_reduction"], row[col]), textcoords="offset points", xytext=(4, 4))
+            ax.annotate(f"η={eta:g}", (100 * row["flops_reduction"], row[col]),
+                        textcoords="offset points", xytext=(4, 4))
         ax.set_xlabel("FLOPs reduction per sample (%)")
         ax.set_ylabel(label)
         ax.set_title(label)

@@ -72,8 +72,10 @@ def main() -> None:
     a = np.array(rows)
     se = lambda x: float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0  # noqa: E731
     print(f"\n| figure | mean single | ensemble of {len(seeds)} | paired difference |\n|---|---:|---:|---:|")
-    print(f"| √PEHE_out | {a[:, 0].mean():.3f} | {a[:, 1].mean():.3f} | {(a[:, 1] - a[:, 0]).mean():+.3f} ± {se(a[:, 1] - a[:, 0]):.3f} |")
-    print(f"| ε_ATE_out | {a[:, 2].mean():.3f} | {a[:, 3].mean():.3f} | {(a[:, 3] - a[:, 2]).mean():+.3f} ± {se(a[:, 3] - a[:, 2]):.3f} |")
+    print(f"| √PEHE_out | {a[:, 0].mean():.3f} | {a[:, 1].mean():.3f} | "
+          f"{(a[:, 1] - a[:, 0]).mean():+.3f} ± {se(a[:, 1] - a[:, 0]):.3f} |")
+    print(f"| ε_ATE_out | {a[:, 2].mean():.3f} | {a[:, 3].mean():.3f} | "
+          f"{(a[:, 3] - a[:, 2]).mean():+.3f} ± {se(a[:, 3] - a[:, 2]):.3f} |")
 
 
 if __name__ == "__main__":

@@ -88,7 +88,8 @@ def main() -> None:
     k = len(sizes)
     ref = next((i for i, m in enumerate(sizes) if m > 1), 0)
     se = lambda x: float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0  # noqa: E731
-    print(f"\n| members | √PEHE_out | paired vs {sizes[ref]} | ε_ATE_out | paired vs {sizes[ref]} |\n|---:|---:|---:|---:|---:|")
+    print(f"\n| members | √PEHE_out | paired vs {sizes[ref]} | ε_ATE_out | paired vs {sizes[ref]} |\n"
+          "|---:|---:|---:|---:|---:|")
     for i, m in enumerate(sizes):
         dp, da = a[:, i] - a[:, ref], a[:, k + i] - a[:, k + ref]
         print(f"| {m} | {a[:, i].mean():.3f} ± {se(a[:, i]):.3f} | {dp.mean():+.3f} ± {se(dp):.3f} "

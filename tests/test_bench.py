@@ -147,7 +147,8 @@ def test_every_ablation_resolves_through_the_packaged_resources():
     from importlib import resources
 
     shipped = resources.files("csna").joinpath("configs", "ablations")
-    assert sorted(f.name for f in shipped.iterdir() if f.name.endswith(".yaml")) == sorted(f"{a}.yaml" for a in ABLATIONS)
+    shipped_names = sorted(f.name for f in shipped.iterdir() if f.name.endswith(".yaml"))
+    assert shipped_names == sorted(f"{a}.yaml" for a in ABLATIONS)
     for a in ABLATIONS:
         path = ablation_path(a)
         assert path.is_file() and path.read_text() == shipped.joinpath(f"{a}.yaml").read_text(), a

@@ -19,8 +19,8 @@ from csna.rundir import load_run
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 CUDA = torch.device("cuda")
-TINY = ["--set", "train.ensemble=1", "--set", "phase1.epochs=2", "--set", "phase1.min_epochs=1", "--set", "phase2.epochs=1",
-        "--set", "phase3.epochs=1", "--set", "phase4.epochs=1", "--no-figures", "--quiet"]
+TINY = ["--set", "train.ensemble=1", "--set", "phase1.epochs=2", "--set", "phase1.min_epochs=1",
+        "--set", "phase2.epochs=1", "--set", "phase3.epochs=1", "--set", "phase4.epochs=1", "--no-figures", "--quiet"]
 
 
 @pytest.fixture(autouse=True)

@@ -204,7 +204,8 @@ def test_load_table_value_errors(tmp_path):
         load_table(_write(tmp_path, df), treatment="t", outcome="y")
 
     for bad_t, msg in [(np.arange(60) % 3 * 2, "0..2"), (np.ones(60, int), "only one"),
-                       (np.arange(60) % 2 + 0.5, "non-integer"), (np.where(np.arange(60) % 2, "a", "b"), "integer-coded")]:
+                       (np.arange(60) % 2 + 0.5, "non-integer"),
+                       (np.where(np.arange(60) % 2, "a", "b"), "integer-coded")]:
         df = _frame()
         df["t"] = bad_t
         with pytest.raises(DataError, match=msg) as err:

@@ -13,9 +13,10 @@ import torch
 
 from csna.dist import DistContext
 
-TINY = ["--set", "train.ensemble=1", "--data", "synthetic", "--set", "data.synthetic_n=1200", "--set", "phase1.epochs=3",
-        "--set", "phase1.min_epochs=1", "--set", "phase2.epochs=2", "--set", "phase3.epochs=2",
-        "--set", "phase4.epochs=4", "--set", "phase4.eta=3", "--set", "phase4.loss_tolerance=0.5", "--set", "phase4.ate_tolerance=10",
+TINY = ["--set", "train.ensemble=1", "--data", "synthetic", "--set", "data.synthetic_n=1200",
+        "--set", "phase1.epochs=3", "--set", "phase1.min_epochs=1", "--set", "phase2.epochs=2",
+        "--set", "phase3.epochs=2", "--set", "phase4.epochs=4", "--set", "phase4.eta=3",
+        "--set", "phase4.loss_tolerance=0.5", "--set", "phase4.ate_tolerance=10",
         # an odd global batch: the two ranks hold 32 and 31 rows
         "--set", "train.batch_size=63", "--no-figures", "--quiet"]
 

@@ -19,7 +19,8 @@ from csna.nn.distance import causal_distance
 from csna.predict import predict_features
 from csna.report import evaluate_and_report, reference_t_learner
 
-TINY = ["train.ensemble=1", "phase1.epochs=2", "phase2.epochs=1", "phase3.epochs=1", "phase4.epochs=1", "train.progress=false"]
+TINY = ["train.ensemble=1", "phase1.epochs=2", "phase2.epochs=1", "phase3.epochs=1", "phase4.epochs=1",
+        "train.progress=false"]
 
 KEYS = [
     "sqrt_pehe_in", "sqrt_pehe_out", "eps_ate_in", "eps_ate_out", "eps_att_out", "ate_hat", "rmse_out", "mse_out",

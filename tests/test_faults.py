@@ -16,8 +16,8 @@ from csna import meta
 from csna.sources import batch_order
 from csna.train import Trainer, TrainingError
 
-TINY = ["train.ensemble=1", "phase1.epochs=2", "phase1.min_epochs=1", "phase2.epochs=1", "phase3.epochs=1", "phase4.epochs=1",
-        "train.threads=1", "log.tensorboard=false"]
+TINY = ["train.ensemble=1", "phase1.epochs=2", "phase1.min_epochs=1", "phase2.epochs=1", "phase3.epochs=1",
+        "phase4.epochs=1", "train.threads=1", "log.tensorboard=false"]
 
 
 class Recorder:

@@ -168,7 +168,8 @@ def test_encoder_nodes_are_layer_normed_only_when_asked(norm):
     raw = enc.out(enc.trunk(x)).view(50, 3, 4)  # the trunk's output, reshaped by hand
     z = enc(x)
     if norm:  # per node: zero mean and unit (biased) variance, then the affine of LayerNorm (1, 0)
-        torch.testing.assert_close(z, (raw - raw.mean(-1, keepdim=True)) / (raw.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt())
+        expected = (raw - raw.mean(-1, keepdim=True)) / (raw.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+        torch.testing.assert_close(z, expected)
     else:
         torch.testing.assert_close(z, raw)
         assert not torch.allclose(raw.var(-1), torch.ones(50, 3), atol=0.1)  # the scale is kept

@@ -10,8 +10,8 @@ from csna.data import DataError, ihdp
 from csna.predict import predict_frame
 from csna.rundir import load_run
 
-TINY = ["train.ensemble=1", "phase1.epochs=2", "phase1.min_epochs=1", "phase2.epochs=1", "phase3.epochs=1", "phase4.epochs=1",
-        "log.tensorboard=false"]
+TINY = ["train.ensemble=1", "phase1.epochs=2", "phase1.min_epochs=1", "phase2.epochs=1", "phase3.epochs=1",
+        "phase4.epochs=1", "log.tensorboard=false"]
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ from csna.ensemble import train_run
 from csna.report import evaluate_and_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-TINY = ["train.ensemble=1", "data.source=synthetic", "data.synthetic_n=400", "model.k=4", "model.d=16", "model.hidden=32",
-        "phase1.epochs=2", "phase1.min_epochs=1", "phase2.epochs=1", "phase3.epochs=1", "phase4.epochs=1",
-        "train.progress=false"]
+TINY = ["train.ensemble=1", "data.source=synthetic", "data.synthetic_n=400", "model.k=4", "model.d=16",
+        "model.hidden=32", "phase1.epochs=2", "phase1.min_epochs=1", "phase2.epochs=1", "phase3.epochs=1",
+        "phase4.epochs=1", "train.progress=false"]
 FIGURES = ["loss_curves.png", "adjacency.png", "graph.png", "attention_heads.png", "attention_vs_distance.png",
            "theta_curve.png", "utility.png", "tau_scatter.png", "propensity_overlap.png"]
 

@@ -21,8 +21,8 @@ from csna.phases import CHECKPOINTS
 
 # 8 steps an epoch on IHDP's 470 training rows; phase 4 gets two epochs so a kill in its
 # second epoch resumes from an epoch-end state, one thread so every process computes alike.
-TINY = ["train.ensemble=1", "phase1.epochs=2", "phase1.min_epochs=1", "phase2.epochs=1", "phase3.epochs=1", "phase4.epochs=2",
-        "train.checkpoint_every=3", "train.threads=1", "log.tensorboard=false"]
+TINY = ["train.ensemble=1", "phase1.epochs=2", "phase1.min_epochs=1", "phase2.epochs=1", "phase3.epochs=1",
+        "phase4.epochs=2", "train.checkpoint_every=3", "train.threads=1", "log.tensorboard=false"]
 FLAGS = ["--quiet", "--no-figures"] + [a for s in TINY for a in ("--set", s)]
 
 

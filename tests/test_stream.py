@@ -215,7 +215,8 @@ def test_nan_covariate_names_column_file_and_global_row(tmp_path, suffix):
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_treatment_errors_name_the_value_and_row(tmp_path, suffix):
     path, df = _corrupted(tmp_path / f"t{suffix}", 300, 123, "t", 3)
-    with pytest.raises(DataError, match=r"treatment 't' in .* 0\.\.2, got \[0, 1, 3\] \(value 3 first at data row 124\)"):
+    with pytest.raises(DataError,
+                       match=r"treatment 't' in .* 0\.\.2, got \[0, 1, 3\] \(value 3 first at data row 124\)"):
         scan_table(path, treatment="t", outcome="y", chunk_rows=50)
     with pytest.raises(DataError, match=r"treatment 't' .* 0\.\.1, got 3 at data row 124"):
         list(_stream(path, chunk_rows=50))

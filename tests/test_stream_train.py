@@ -13,7 +13,8 @@ from csna.data.stream import row_split
 from csna.data.synthetic_parquet import write_synthetic
 from csna.prepare import prepare_stream, select_device
 
-TINY = ["--set", "train.ensemble=1", "--set", "data.stream=true", "--set", "data.stream_fit_rows=1500", "--set", "data.stream_eval_rows=800",
+TINY = ["--set", "train.ensemble=1", "--set", "data.stream=true", "--set", "data.stream_fit_rows=1500",
+        "--set", "data.stream_eval_rows=800",
         "--set", "phase1.epochs=2", "--set", "phase1.min_epochs=1", "--set", "phase2.epochs=1",
         "--set", "phase3.epochs=1", "--set", "phase4.epochs=1", "--set", "train.batch_size=128",
         "--set", "data.shuffle_rows=1024", "--no-figures", "--quiet"]

@@ -19,8 +19,8 @@ from csna.data import DataError, load_table
 from csna.ensemble import train_run
 from csna.rundir import RunDirError
 
-TINY = ["train.ensemble=1", "phase1.epochs=2", "phase1.min_epochs=1", "phase2.epochs=1", "phase3.epochs=1", "phase4.epochs=1",
-        "train.threads=1", "log.tensorboard=false"]
+TINY = ["train.ensemble=1", "phase1.epochs=2", "phase1.min_epochs=1", "phase2.epochs=1", "phase3.epochs=1",
+        "phase4.epochs=1", "train.threads=1", "log.tensorboard=false"]
 FLAGS = ["--quiet", "--no-figures"] + [a for s in TINY for a in ("--set", s)]
 
 
@@ -93,7 +93,8 @@ def _bad_tables(tmp_path):
     cases["NaN outcome"] = (_csv(tmp_path, nan_y, "f.csv"), [], ["outcome 'outcome'", "NaN", "row 8"])
     t_range = df.copy()
     t_range["treatment"] = t_range["treatment"] * 2  # values 0 and 2
-    cases["treatment out of range"] = (_csv(tmp_path, t_range, "g.csv"), [], ["treatment 'treatment'", "0..1", "[0, 2]"])
+    cases["treatment out of range"] = (_csv(tmp_path, t_range, "g.csv"), [],
+                                       ["treatment 'treatment'", "0..1", "[0, 2]"])
     t_frac = df.copy().astype({"treatment": float})
     t_frac.loc[0, "treatment"] = 0.5
     cases["treatment not integer"] = (_csv(tmp_path, t_frac, "h.csv"), [], ["treatment 'treatment'", "non-integer"])

@@ -114,16 +114,22 @@ class FullLossPhaseConfig(PhaseConfig):
 @dataclass
 class Phase3Config(FullLossPhaseConfig):
     theta_learnable_from: float = 0.5  # fraction of the phase after which θ0, w train
-    block_drop: float = 0.3  # stochastic depth: per-sample probability of skipping a block, so the backbone works with the blocks phase 4 learns to skip
+    # stochastic depth: per-sample probability of skipping a block, so the backbone works with
+    # the blocks phase 4 learns to skip
+    block_drop: float = 0.3
 
 
 @dataclass
 class Phase4Config(FullLossPhaseConfig):
     # lr is the actor's learning rate (and the backbone's when finetune_backbone is on)
     eta: float = 0.05  # price of running every block, in phase4.loss_unit
-    ate_tolerance: float = 0.03  # keep only controllers that move the validation rows' average effect by at most this (standardised outcome units, or probability)
+    # keep only controllers that move the validation rows' average effect by at most this
+    # (standardised outcome units, or probability)
+    ate_tolerance: float = 0.03
     cf_weight: float = 1.0  # weight of the counterfactual arms' drift from the full model in the reward and the guard
-    loss_unit: str = "outcome"  # the loss η and loss_tolerance are priced in: the full model's mean training ("train") or validation ("val") loss, or the outcome's variance / class entropy ("outcome")
+    # the loss η and loss_tolerance are priced in: the full model's mean training ("train") or
+    # validation ("val") loss, or the outcome's variance / class entropy ("outcome")
+    loss_unit: str = "outcome"
     loss_tolerance: float = 0.02  # keep only controllers whose gated validation loss is within this of the full model's
     # keep only controllers that move the individual effects τ̂(x) (validation rows and up to
     # CATE_ROWS training rows; no outcome used) by an RMS of at most this fraction of the full
@@ -146,7 +152,9 @@ class TrainConfig:
     max_bad_batches: int = 20  # consecutive NaN/Inf batches before stopping
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     deterministic: bool = False
-    threads: int = 1  # torch intra-op threads; 0 = torch default. One is fastest for this model's small matmuls (2 threads were 6x slower per step here)
+    # torch intra-op threads; 0 = torch default. One is fastest for this model's small matmuls
+    # (2 threads were 6x slower per step here)
+    threads: int = 1
     checkpoint_every: int = 200  # steps between latest-state checkpoints
     max_steps: int = 0  # 0 = no cap (per phase)
     standardize_outcome: bool = True
@@ -347,7 +355,8 @@ def validate(cfg: Config) -> None:
     if m.k < 2:
         raise ConfigError(f"config key 'model.k' must be >= 2, got {m.k}")
     if len(cfg.data.split) != 3 or abs(sum(cfg.data.split) - 1.0) > 1e-6 or min(cfg.data.split) <= 0:
-        raise ConfigError(f"config key 'data.split' must be three positive fractions summing to 1, got {cfg.data.split}")
+        raise ConfigError("config key 'data.split' must be three positive fractions summing to 1, "
+                          f"got {cfg.data.split}")
 
 
 def parse_override(text: str) -> tuple[str, Any]:

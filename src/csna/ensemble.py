@@ -299,7 +299,8 @@ def train_member(cfg: Config, data: CausalData | None = None, run_dir: str | Pat
         logger.close()
     fit_seconds = time.perf_counter() - t0
     model.eval()
-    trained = tuple(n for n in PHASES if n in trainer.results or (rd is not None and (rd / PHASES[n].checkpoint).is_file()))
+    trained = tuple(n for n in PHASES
+                    if n in trainer.results or (rd is not None and (rd / PHASES[n].checkpoint).is_file()))
     run = Run(cfg, model, prep, splits, data, rd, trainer, trained, fit_seconds=fit_seconds, imputed=imputed)
     if rd is not None and ctx.is_main:
         write_history(rd, trainer.results, imputed, fit_seconds)

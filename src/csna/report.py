@@ -61,7 +61,8 @@ GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
     ]),
     ("Compute (per sample, test units)", [
         ("flops_full", "FLOPs per sample, every block run"), ("flops_gated", "FLOPs per sample, as gated"),
-        ("flops_reduction", "1 − gated / full; negative: gating costs more than it saves"), ("wall_full_ms", "ms per forward over the test units, full"),
+        ("flops_reduction", "1 − gated / full; negative: gating costs more than it saves"),
+        ("wall_full_ms", "ms per forward over the test units, full"),
         ("wall_gated_ms", "ms per forward over the test units, gated"),
         ("wall_predict_all_ms", "ms to predict every row"), ("time_fit_s", "training time, s"),
         ("time_evaluate_s", "evaluation time, s"),

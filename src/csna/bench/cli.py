@@ -129,7 +129,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ablation-reps", type=int, default=None, metavar="K",
                    help="run the ablations on the first K replications only")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a csna config key (ablations too)")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes, one replication fit each (default 1); a csna fit trains its "
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes, one replication fit each (default 1); a csna fit trains its "
                    "ensemble members on the cores left per job")
     p.add_argument("--neural-epochs", type=int, default=None, help="cap the neural peers' epochs (quick looks)")
     p.add_argument("--neural-configs", type=int, default=None, help="try only the first K configs of each neural grid")

@@ -188,5 +188,6 @@ def markdown(df: pd.DataFrame, title: str, labels: dict[str, str], command: str 
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(df: pd.DataFrame, path: Path, title: str, labels: dict[str, str], command: str | None = None) -> None:
+def write_markdown(df: pd.DataFrame, path: Path, title: str, labels: dict[str, str],
+                   command: str | None = None) -> None:
     _atomic_write(path, markdown(df, title, labels, command))
