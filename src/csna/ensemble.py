@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
-from .config import Config, ConfigError
+from .config import Config, ConfigError, base_split_seed
 from .data import CausalData, DataError
 from .data import validate as validate_data
 from .dist import current as dist_current
@@ -45,7 +45,7 @@ def member_config(cfg: Config, j: int) -> Config:
     out.train.seed = cfg.train.seed + j
     out.train.ensemble = 1
     # The first member's split seed, so a streamed table splits its rows the same way.
-    out.data.split_seed = cfg.data.split_seed if cfg.data.split_seed >= 0 else cfg.train.seed
+    out.data.split_seed = base_split_seed(cfg)
     return out
 
 

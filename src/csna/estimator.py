@@ -27,7 +27,7 @@ import pandas as pd
 
 from . import checkpoint as ckpt
 from . import metrics as M
-from .config import Config, ConfigError, _apply, _nest, dump_config, load_config
+from .config import Config, ConfigError, _apply, _nest, base_split_seed, dump_config, load_config
 from .config import validate as validate_config
 from .data import CausalData, DataError, split_indices, validate
 from .ensemble import train_run
@@ -132,7 +132,7 @@ class CSNAEstimator:
         # Every row trains: the train and validation shares of data.split, rescaled; the
         # validation rows pick the best epoch. Hold out your own test rows.
         f_train, f_val = cfg.data.split[0], cfg.data.split[1]
-        seed = cfg.data.split_seed if cfg.data.split_seed >= 0 else cfg.train.seed
+        seed = base_split_seed(cfg)
         try:
             tr, va, te = split_indices(data.n, (f_train / (f_train + f_val), f_val / (f_train + f_val), 0.0),
                                        seed=seed, stratify=data.T)

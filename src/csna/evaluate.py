@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import losses as L
 from . import metrics as M
-from .config import Config, DataConfig
+from .config import Config, DataConfig, base_split_seed
 from .data import CausalData, DataError
 from .data.chunks import row_split
 from .data.tables import data_fingerprint
@@ -70,7 +70,7 @@ def splits_for_data(run: Run, data: CausalData, data_cfg: Config) -> dict[str, n
         if data_fingerprint(own_data) != data_fingerprint(data):
             return None
     if own.stream:
-        seed = own.split_seed if own.split_seed >= 0 else run.cfg.train.seed
+        seed = base_split_seed(run.cfg)
         part = row_split(np.arange(data.n), tuple(own.split), seed)  # (n,) 0 train, 1 val, 2 test
         return {k: np.flatnonzero(part == i) for i, k in enumerate(("train", "val", "test"))}
     return run.splits

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from . import streaming
-from .config import Config, ConfigError
+from .config import Config, ConfigError, split_seed
 from .data import CausalData, DataError, Preprocessor, ihdp, load_table, split_indices, synthetic
 from .model import CSNAModel
 from .sources import Split
@@ -129,7 +129,9 @@ def build_model(prep: Prepared, cfg: Config, device: torch.device) -> CSNAModel:
 
 
 def split_data(cfg: Config, data: CausalData) -> dict[str, np.ndarray]:
-    seed = cfg.data.split_seed if cfg.data.split_seed >= 0 else cfg.train.seed
+    """Train / validation / test row indices (``data.split`` shares, stratified by treatment),
+    seeded by ``config.split_seed``: one split per replication of a built-in benchmark."""
+    seed = split_seed(cfg)
     if data.extra.get("split") is not None:  # a fixed split shipped with the data
         tr, va, te = data.extra["split"]
     else:
@@ -173,7 +175,7 @@ def prepare_stream(cfg: Config, device: torch.device, prep: Prepared | None = No
         return prep.features(df[cov]), df[treat].to_numpy(np.int64), y
 
     n_rows = streaming.count_rows(sc)
-    seed = cfg.data.split_seed if cfg.data.split_seed >= 0 else cfg.train.seed
+    seed = split_seed(cfg)  # a user table: the base seed, as streaming.scan uses
     n_train = streaming.count_split(n_rows, tuple(cfg.data.split), seed)
     probe = to_split(prep, fit, fit_idx, device)
     return data, splits, prep, streaming.StreamSource(cfg, sc, transform, n_train, probe, device), n_rows

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import Config
+from .config import Config, base_split_seed
 from .data import CausalData
 from .data.chunks import read_batches
 from .data.stream import StreamingTable, TableScan, row_split, scan_table
@@ -27,7 +27,7 @@ ROW_HASH_BLOCK = 1 << 20  # row indices hashed at a time when counting the train
 
 def scan(cfg: Config) -> TableScan:
     d = cfg.data
-    seed = d.split_seed if d.split_seed >= 0 else cfg.train.seed
+    seed = base_split_seed(cfg)
     return scan_table(d.source, treatment=d.treatment, outcome=d.outcome, covariates=d.covariates or None,
                       fractions=tuple(d.split), seed=seed, fit_rows=d.stream_fit_rows,
                       eval_rows=d.stream_eval_rows, outcome_type=d.outcome_type)
@@ -73,7 +73,7 @@ class StreamSource:
     def __init__(self, cfg: Config, sc: TableScan, transform, n_train: int, probe: Split,
                  device: torch.device):
         d = cfg.data
-        seed = d.split_seed if d.split_seed >= 0 else cfg.train.seed
+        seed = base_split_seed(cfg)
         self.table = StreamingTable(sc.path, transform=transform, columns=sc.stream_columns,
                                     batch_size=cfg.train.batch_size, fractions=tuple(d.split), seed=seed,
                                     shuffle_rows=d.shuffle_rows, treatment=sc.treatment, outcome=sc.outcome,
