@@ -101,7 +101,26 @@ def test_effect_and_causal_metrics_by_hand(run, metrics):
     with torch.no_grad():
         pred = model(_x_test(run), gate_mode="hard").pred.double()  # (n, K) standardised
     t = torch.from_numpy(run.data.T[te].astype(np.int64))
-    assert metrics["kl_do_obs"] == pytest.approx(float(L.causal_kl(pred, t, "continuous", model.sigma2.double())))
+    assert metrics["kl_do_obs"] == pytest.approx(float(L.causal_kl_obs(pred, t, "continuous", model.sigma2.double())))
+    # kl_do_ipw: test rows reweighted by P(T=t)/ê_t(x) of the saved propensity, written out here
+    x_te = run.prep.features(run.data.X.iloc[te]).astype(np.float64)
+    logits = x_te @ run.prep.propensity.coef.T + run.prep.propensity.intercept  # (n, 2)
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    e = np.clip(e / e.sum(1, keepdims=True), 1e-3, 1 - 1e-3)
+    e /= e.sum(1, keepdims=True)
+    tt = run.data.T[te]
+    share = np.bincount(tt, minlength=2) / len(tt)
+    w = np.clip(share[tt] / e[np.arange(len(tt)), tt], 0.1, 10.0)
+    y = (run.data.Y[te] - float(model.y_mean)) / float(model.y_std)
+    kls_ipw = []
+    for k in range(2):
+        wk, yk = w[tt == k] / w[tt == k].sum(), y[tt == k]
+        m2 = (wk * yk).sum()
+        v2 = (wk * (yk - m2) ** 2).sum()
+        mu = pred[:, k].numpy()
+        m1, v1 = mu.mean(), float(model.sigma2[k]) + mu.var()
+        kls_ipw.append(0.5 * (np.log(v2 / v1) + (v1 + (m1 - m2) ** 2) / v2 - 1.0))
+    assert metrics["kl_do_ipw"] == pytest.approx(np.mean(kls_ipw), rel=1e-5)
     # KL(N(m1, v1) ‖ N(m2, v2)) of the moment-matched back-door mixtures, unit noise for IHDP
     s = float(model.y_std)
     mu_hat = pred.numpy() * s + float(model.y_mean)

@@ -176,6 +176,7 @@ def test_gate_calibration_picks_the_best_threshold_within_the_guards():
     costs = model.block_costs.clone()
     with torch.no_grad():  # utilities spread over (0, 1), so thresholds give different gates
         model.utility.actor[-1].bias.fill_(0.0)
+        model.utility.actor[-1].weight.mul_(4.0)
     full_loss = trainer.validation_loss(3)
     checks = {t: _reference_check(trainer, costs, 0.5, t) for t in meta.GATE_THRESHOLDS}
     assert len({round(c[2], 9) for c in checks.values()}) > 3  # thresholds matter here

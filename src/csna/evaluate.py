@@ -29,6 +29,7 @@ from .config import Config, DataConfig, base_split_seed
 from .data import CausalData, DataError
 from .data.chunks import row_split
 from .data.tables import data_fingerprint
+from .propensity import arm_shares, stabilised_weights
 from .predict import predict_features
 from .prepare import load_data
 from .rundir import Run
@@ -249,7 +250,11 @@ def noise_variance(data: CausalData) -> np.ndarray:
 
 
 def causal_metrics(run: Run, data: CausalData, fw: dict[str, np.ndarray], te: np.ndarray) -> dict[str, Any]:
-    """kl_do_obs (the model's KL(P(Y|do(T)) ‖ P(Y|T)), as L_causal) and, with the truth, kl_do_true."""
+    """On the rows ``te``: kl_do_ipw, L_causal's KL(P̂(Y|do(t)) ‖ P_IPW(Y|do(t))) against the
+    observed outcomes reweighted by the saved propensity (fitted on training rows, so
+    out-of-sample here), which the truth makes small; kl_do_obs, the seed's literal
+    KL(P(Y|do(T)) ‖ P(Y|T)) of the model, a diagnostic of how confounded the data look to it
+    (zero for a model that ignores confounding); and, with the truth, kl_do_true."""
     model, kind = run.model, run.prep.outcome_type
     out: dict[str, Any] = {}
     t = torch.from_numpy(data.T[te].astype(np.int64))
@@ -257,9 +262,20 @@ def causal_metrics(run: Run, data: CausalData, fw: dict[str, np.ndarray], te: np
     sigma2 = model.sigma2.detach().cpu().double()  # (K,) in standardised units
     min_group = 4
     if int(torch.bincount(t, minlength=model.n_treatments).max()) >= min_group:
-        out["kl_do_obs"] = float(L.causal_kl(pred, t, kind, sigma2 if kind == "continuous" else None, min_group))
+        out["kl_do_obs"] = float(L.causal_kl_obs(pred, t, kind, sigma2 if kind == "continuous" else None, min_group))
     else:
         out["kl_do_obs"] = None
+    out["kl_do_ipw"] = None
+    prop = run.prep.propensity
+    if prop is not None and len(te) and int(torch.bincount(t, minlength=model.n_treatments).min()) >= min_group:
+        e = prop.predict_proba(run.prep.features(data.X.iloc[te]))  # (n, K)
+        w = torch.from_numpy(stabilised_weights(e, data.T[te].astype(np.int64),
+                                                arm_shares(data.T[te], model.n_treatments)))
+        y = data.Y[te].astype(np.float64)
+        y_t = torch.from_numpy((y - float(model.y_mean)) / float(model.y_std) if kind == "continuous"
+                               else y.astype(np.int64))
+        out["kl_do_ipw"] = float(L.causal_kl(pred, t, kind, y_t, w, sigma2 if kind == "continuous" else None,
+                                             min_group))
     if data.mu is not None and kind != "multiclass" and len(te):
         if kind == "continuous":
             y_std, y_mean = float(model.y_std), float(model.y_mean)

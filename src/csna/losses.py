@@ -39,6 +39,7 @@ __all__ = [
     "factual",
     "task_loss",
     "causal_kl",
+    "causal_kl_obs",
     "residual_variance",
     "laplacian_smoothness",
     "dag_penalty",
@@ -109,11 +110,93 @@ def causal_kl(
     pred: Tensor,
     t: Tensor,
     outcome_type: str,
+    y: Tensor,
+    weights: Tensor,
+    sigma2: Tensor | None = None,
+    min_group: int = 4,
+) -> Tensor:
+    """L_causal: mean over treatments t of KL(P̂(Y|do(t)) ‖ P_IPW(Y|do(t))) in nats (design §4).
+
+    P̂(Y|do(t)) is the model's predictive p(y|x_b, t) averaged over **every** x_b of the batch
+    (back-door adjustment). P_IPW(Y|do(t)) is the distribution of the observed outcomes of the
+    units with T_b = t, reweighted to the whole population by their stabilised
+    inverse-propensity ``weights`` P(T = t)/ê_t(x_b) (``csna.propensity``: cross-fitted, never
+    read from the balanced representation). Without unmeasured confounding P_IPW is an
+    estimate of P(Y|do(t)), so the loss is near zero at the true model and pulls towards
+    identification, not towards the naive association (the seed's literal formula,
+    ``causal_kl_obs``, did the latter). Treatments with fewer than ``min_group`` units in the
+    batch are skipped.
+
+    Classification: the model side is a categorical mixture, the reference the weighted class
+    frequencies (smoothed by 1e-3 so an unseen class has a finite log), exact KL. Continuous:
+    both are moment-matched Gaussians — model N(mean_b μ_t(x_b), σ_t² + Var_b μ_t(x_b)),
+    reference N(weighted mean of y, weighted variance of y) — and the KL is closed-form. σ_t²
+    (the trainer's running residual variance) is detached: a learnable variance would grow
+    without bound (design §8.6).
+
+    Args:
+        pred: ``(B, K)`` means or ``(B, K, C)`` logits.
+        t: ``(B,)`` int64.
+        outcome_type: "continuous", "binary" or "multiclass".
+        y: ``(B,)`` observed outcomes (standardised, or class indices).
+        weights: ``(B,)`` stabilised inverse-propensity weights of the received arm.
+        sigma2: ``(K,)`` predictive variances; continuous only. If None, the batch's factual
+            residual variance of each group.
+        min_group: fewest units of a treatment in the batch for it to count.
+
+    Returns:
+        Scalar; a zero still attached to the graph when no treatment qualifies.
+    """
+    check_outcome_type(outcome_type)
+    K = pred.shape[1]
+    counts = torch.bincount(t, minlength=K)
+    present = [g for g in range(K) if int(counts[g]) >= min_group]
+    if not present:
+        return _zero(pred)
+    w_all = weights.detach().to(pred.dtype)
+    if outcome_type == "continuous":
+        if sigma2 is None:
+            sigma2 = residual_variance(pred, y, t, K)
+        var_t = sigma2.detach().to(pred.dtype).clamp_min(_VAR_FLOOR)
+        yf = y.detach().to(pred.dtype)
+        kls = []
+        for g in present:
+            mu_all = pred[:, g]  # (B,)
+            w = w_all[t == g] / w_all[t == g].sum()  # (n_g,) sums to 1
+            m_ref = (w * yf[t == g]).sum()
+            v_ref = (w * (yf[t == g] - m_ref) ** 2).sum().clamp_min(_VAR_FLOOR)
+            v_do = var_t[g] + mu_all.var(unbiased=False)
+            kls.append(_gaussian_kl(mu_all.mean(), v_do, m_ref, v_ref))
+        return torch.stack(kls).mean()
+
+    B, C = pred.shape[0], pred.shape[-1]
+    kls = []
+    for g in present:
+        logp = F.log_softmax(pred[:, g], dim=-1)  # (B, C)
+        # log of a mean of probabilities, in log space so tiny probabilities do not underflow.
+        log_do = torch.logsumexp(logp, dim=0) - math.log(B)  # (C,)
+        w = w_all[t == g] / w_all[t == g].sum()  # (n_g,)
+        q = torch.zeros(C, dtype=pred.dtype, device=pred.device).index_add_(0, y[t == g].long(), w)  # (C,)
+        q = (q + 1e-3) / (1.0 + C * 1e-3)
+        kls.append((log_do.exp() * (log_do - q.log())).sum())
+    return torch.stack(kls).mean()
+
+
+def causal_kl_obs(
+    pred: Tensor,
+    t: Tensor,
+    outcome_type: str,
     sigma2: Tensor | None = None,
     min_group: int = 4,
     y: Tensor | None = None,
 ) -> Tensor:
-    """L_causal: mean over treatments of KL(P(Y|do(T=t)) || P(Y|T=t)) in nats.
+    """The seed's literal KL(P(Y|do(T=t)) || P(Y|T=t)), both sides from the model, in nats:
+    a diagnostic of how confounded the data look to the model (``kl_do_obs``), never a loss.
+
+    It is zero exactly when the model's outcome under t averages the same over all units as
+    over the units that received t, i.e. when the model ignores confounding: as a loss it
+    pulled effects towards the naive difference (design §8.3), which is why L_causal is now
+    ``causal_kl`` with an identified reference.
 
     P(Y|do(t)) is the model's predictive p(y|x_b, t) averaged over every x_b of the batch
     (back-door adjustment over the batch's covariates); P(Y|T=t) is the same average over the
@@ -357,7 +440,10 @@ def compute_parts(model: CSNAModel, out, batch: Split, phase_n: int, lambdas: di
     on = lambda name: name in ph.losses and lambdas.get(name, 0.0) > 0  # noqa: E731
     if on("causal"):
         sigma2 = model.sigma2 if kind == "continuous" else None
-        parts["causal"] = causal_kl(ctx.gather(out.pred), gb.t, kind, sigma2)
+        if gb.w is None:
+            raise ValueError("L_causal needs the training rows' inverse-propensity weights (Split.w); "
+                             "Trainer sets them")
+        parts["causal"] = causal_kl(ctx.gather(out.pred), gb.t, kind, gb.y, gb.w, sigma2)
     if on("geometric") and out.h is not None and out.adjacency is not None:
         parts["geometric"] = laplacian_smoothness(out.h, out.adjacency) * s
     if on("dc") and out.adjacency is not None:

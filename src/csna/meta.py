@@ -218,6 +218,7 @@ def run_meta_phase(tr: Trainer, resume: dict[str, Any] | None = None) -> PhaseRe
                                             cfg.train.seed * 1000 + 400 + epoch, st["batch"]):
             if cfg.train.max_steps and st["step"] >= cfg.train.max_steps:
                 break
+            batch_g = tr.weighted(batch_g)
             step = st["step"]
             for g, base in zip(opt.param_groups, base_lr):
                 g["lr"] = learning_rate(base, step, warm, total, pc.scheduler)

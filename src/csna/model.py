@@ -65,7 +65,7 @@ class CSNAModel(nn.Module):
         )
         self.heads = nn.ModuleDict({
             "outcome": OutcomeHeads(cfg.d, n_treatments, n_classes, cfg.head_hidden, cfg.dropout),
-            "propensity": PropensityHead(cfg.d, n_treatments, cfg.head_hidden),
+            "propensity": PropensityHead(p, n_treatments, cfg.head_hidden),
         })
         self.n_blocks = n_lat + cfg.attention_blocks
         self.utility = MetaUtility(cfg.d, max(self.n_blocks, 1), cfg.utility_hidden)
@@ -197,7 +197,7 @@ class CSNAModel(nn.Module):
             r = state
         rep = state.mean(dim=1)  # (B, d)
         pred = self.heads["outcome"](rep)
-        prop = self.heads["propensity"](rep)
+        prop = self.heads["propensity"](x)  # the covariates, never the balanced representation
         u_all = torch.stack(us, dim=1) if us else None  # (B, n)
         g_all = torch.stack(gs, dim=1) if gs else None  # (B, n)
         value = self.utility.value(z.detach()) if with_value else None  # (B,)

@@ -16,6 +16,7 @@ import torch
 
 from . import streaming
 from .config import Config, ConfigError, split_seed
+from .propensity import Propensity, fit_propensity
 from .data import CausalData, DataError, Preprocessor, ihdp, load_table, split_indices, synthetic
 from .model import CSNAModel
 from .sources import Split
@@ -52,16 +53,23 @@ class Prepared:
     y_mean: float
     y_std: float
     impute: dict[str, float]
+    # ê(x) on the features, fitted on the training rows (csna.propensity): overlap diagnostics
+    # and the doubly-robust estimates of new rows. None in runs saved before it existed.
+    propensity: Propensity | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"preprocessor": self.pre.to_dict(), "outcome_type": self.outcome_type,
-                "n_treatments": self.n_treatments, "n_classes": self.n_classes,
-                "y_mean": self.y_mean, "y_std": self.y_std, "impute": self.impute}
+        out = {"preprocessor": self.pre.to_dict(), "outcome_type": self.outcome_type,
+               "n_treatments": self.n_treatments, "n_classes": self.n_classes,
+               "y_mean": self.y_mean, "y_std": self.y_std, "impute": self.impute}
+        if self.propensity is not None:
+            out["propensity"] = self.propensity.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Prepared":
+        prop = Propensity.from_dict(d["propensity"]) if d.get("propensity") else None
         return cls(Preprocessor.from_dict(d["preprocessor"]), d["outcome_type"], int(d["n_treatments"]),
-                   int(d["n_classes"]), float(d["y_mean"]), float(d["y_std"]), dict(d.get("impute", {})))
+                   int(d["n_classes"]), float(d["y_mean"]), float(d["y_std"]), dict(d.get("impute", {})), prop)
 
     def features(self, X: pd.DataFrame) -> np.ndarray:
         """(n, p_out) float32 features, with the training medians filled in (for NaN and
@@ -94,7 +102,9 @@ def fit_preparation(cfg: Config, data: CausalData, train_idx: np.ndarray) -> Pre
     else:
         y_mean, y_std = 0.0, 1.0
         n_classes = max(2, int(data.Y.max()) + 1)
-    return Prepared(pre, data.outcome_type, data.n_treatments, n_classes, y_mean, y_std, impute)
+    prep = Prepared(pre, data.outcome_type, data.n_treatments, n_classes, y_mean, y_std, impute)
+    prep.propensity = fit_propensity(prep.features(Xtr), data.T[train_idx].astype(np.int64), data.n_treatments)
+    return prep
 
 
 def missing_counts(data: CausalData) -> dict[str, int]:

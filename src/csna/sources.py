@@ -18,12 +18,16 @@ class Split:
     x: torch.Tensor  # (n, p) float32
     t: torch.Tensor  # (n,) int64
     y: torch.Tensor  # (n,) float32 (standardised) or int64
+    # (n,) float32 stabilised inverse-propensity weight of the received arm, P(T = t_i) / ê(x_i)
+    # clipped, with ê cross-fitted (csna.propensity): L_causal's identified reference. Training
+    # rows only; None elsewhere.
+    w: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
     def rows(self, idx: torch.Tensor) -> "Split":
-        return Split(self.x[idx], self.t[idx], self.y[idx])
+        return Split(self.x[idx], self.t[idx], self.y[idx], None if self.w is None else self.w[idx])
 
 
 def batch_order(n: int, batch_size: int, seed: int, device: torch.device) -> list[torch.Tensor]:

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,6 +28,7 @@ from .phases import (PhaseResult, get_phase, lambda_factor, learning_rate, plate
                      warmup_steps)
 from .resume import (TrainingError, TrainingInterrupted, phase_checkpoint, restore_progress, signals_saved,
                      test_hook, training_state)
+from .propensity import Propensity, arm_shares, crossfit_weights, fit_propensity, stabilised_weights
 from .sources import Split, TensorSource
 
 __all__ = ["Trainer", "TrainingError", "TrainingInterrupted", "set_seed", "phase_seed"]
@@ -50,6 +52,12 @@ def phase_seed(seed: int, n: int) -> int:
     return seed * 10 + n
 
 
+def uses_causal(cfg: Config) -> bool:
+    """Whether any phase trains with L_causal (and so needs inverse-propensity weights)."""
+    p4 = cfg.phase4.finetune_backbone and cfg.phase4.lambda_causal > 0
+    return p4 or any(cfg.phase(n).lambda_causal > 0 for n in (1, 2, 3))
+
+
 def set_theta_learnable(model: CSNAModel, flag: bool) -> None:
     for blk in model.attention:
         blk.attn.set_theta_learnable(flag)
@@ -71,6 +79,20 @@ class Trainer:
         """``train``: a ``Split`` held in memory, or any batch source with the methods of
         ``TensorSource`` (e.g. a stream over a table larger than memory)."""
         self.model, self.cfg, self.val = model, cfg, val
+        # L_causal's reference reweights the units that received t by P(T = t)/ê_t(x), with ê
+        # cross-fitted and never read from the balanced representation (csna.propensity).
+        # Rows held in memory get their weights once; a stream gets a propensity fitted on its
+        # probe rows, applied batch by batch (``weighted``).
+        self.stream_propensity: Propensity | None = None
+        self.stream_shares: np.ndarray | None = None
+        if isinstance(train, Split) and train.w is None and uses_causal(cfg):
+            w = crossfit_weights(train.x.cpu().numpy(), train.t.cpu().numpy(), model.n_treatments, cfg.train.seed)
+            train = Split(train.x, train.t, train.y, torch.from_numpy(w).to(train.x))
+        elif not isinstance(train, Split) and uses_causal(cfg):
+            probe = train.probe(LOSS_SCALE_ROWS)
+            x_p, t_p = probe.x.cpu().numpy(), probe.t.cpu().numpy()
+            self.stream_propensity = fit_propensity(x_p, t_p, model.n_treatments)
+            self.stream_shares = arm_shares(t_p, model.n_treatments)
         self.source = TensorSource(train) if isinstance(train, Split) else train
         self.ctx = current()
         self.fwd: nn.Module = model
@@ -97,6 +119,15 @@ class Trainer:
         w = torch.where(share > 0, 1.0 / (K * share.clamp_min(1e-12)), torch.zeros_like(share))
         w = w / (w[t].mean() if len(t) else 1.0)
         return w.to(torch.float32)
+
+    def weighted(self, batch: Split) -> Split:
+        """``batch`` with its inverse-propensity weights: a streamed batch gets them from the
+        propensity fitted on the stream's probe rows; rows held in memory have them already."""
+        if batch.w is not None or self.stream_propensity is None:
+            return batch
+        t = batch.t.cpu().numpy()
+        w = stabilised_weights(self.stream_propensity.predict_proba(batch.x.cpu().numpy()), t, self.stream_shares)
+        return Split(batch.x, batch.t, batch.y, torch.from_numpy(w).to(batch.x))
 
     # ------------------------------------------------------------------ phases
     def fit(self, phases: tuple[int, ...] = (1, 2, 3, 4), resume: dict[str, Any] | None = None
@@ -246,6 +277,7 @@ class Trainer:
                                                   cfg.train.seed * 1000 + n * 100 + epoch, st["batch"]):
                 if cfg.train.max_steps and st["step"] >= cfg.train.max_steps:
                     break
+                batch_g = self.weighted(batch_g)
                 step = st["step"]
                 opt.param_groups[0]["lr"] = learning_rate(pc.lr, step, warm, total, pc.scheduler, cut)
                 if theta_from is not None and step == theta_from:

@@ -90,7 +90,10 @@ def table(rows: int, cols: int, seed: int, device: torch.device) -> tuple[Split,
     X, T, Y = torch.from_numpy(x), torch.from_numpy(data.T), torch.from_numpy(y)
     n_val = min(2048, rows // 10)
     val = Split(X[:n_val].to(device), T[:n_val].to(device), Y[:n_val].to(device))
-    train = Split(X[n_val:].to(device), T[n_val:].to(device), Y[n_val:].to(device))
+    # L_causal's inverse-propensity weights: ones here. The weights' values do not change what a
+    # step costs, and cross-fitting a propensity on a million rows would only slow the set-up.
+    ones = torch.ones(len(T) - n_val)
+    train = Split(X[n_val:].to(device), T[n_val:].to(device), Y[n_val:].to(device), ones.to(device))
     return train, val
 
 

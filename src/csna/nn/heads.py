@@ -1,6 +1,6 @@
 """Outcome and propensity heads (design §3.1, §3.4).
 
-Shape alphabet: B batch, r representation width, K treatments, C classes.
+Shape alphabet: B batch, p covariates, r representation width, K treatments, C classes.
 """
 
 from __future__ import annotations
@@ -36,12 +36,17 @@ class OutcomeHeads(nn.Module):
 
 
 class PropensityHead(nn.Module):
-    """ê(x) = P(T = t | x) as K logits. It reads a detached representation: it diagnoses
-    overlap and must not reshape the representation the outcome heads use."""
+    """ê(x) = P(T = t | x) as K logits, read from the covariates x (B, p) themselves.
 
-    def __init__(self, r: int, n_treatments: int, hidden: int = 64):
+    Not from the pooled representation: L_Dis balances that representation between the arms,
+    removing what predicts treatment, so a propensity read from it is pulled towards the
+    marginal and the overlap report looks better than the data (design §8.3). Only its own
+    cross-entropy trains it.
+    """
+
+    def __init__(self, p: int, n_treatments: int, hidden: int = 64):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(r, hidden), nn.ELU(), nn.Linear(hidden, n_treatments))
+        self.net = nn.Sequential(nn.Linear(p, hidden), nn.ELU(), nn.Linear(hidden, n_treatments))
 
-    def forward(self, rep: torch.Tensor) -> torch.Tensor:
-        return self.net(rep.detach())  # (B, K) logits
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.detach())  # (B, K) logits
