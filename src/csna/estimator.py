@@ -30,6 +30,7 @@ from . import metrics as M
 from .config import Config, ConfigError, _apply, _nest, base_split_seed, dump_config, load_config
 from .config import validate as validate_config
 from .data import CausalData, DataError, split_indices, validate
+from .dr import dr_effects
 from .ensemble import train_run
 from .perf import tune_malloc
 from .phases import PHASES
@@ -145,6 +146,7 @@ class CSNAEstimator:
 
     def _set_run(self, run: Run) -> None:
         self.run_, self.model_, self.config_ = run, run.model, run.cfg
+        self._dr: dict[tuple[int, int], dict[str, float]] = {}  # dr_summary by (T0, T1)
         self.covariates_ = list(run.prep.pre.input_columns_)
         self.n_treatments_ = run.prep.n_treatments
         self.outcome_type_ = run.prep.outcome_type
@@ -181,9 +183,66 @@ class CSNAEstimator:
         mu = self.predict(X)
         return _take(mu, T1, "T1") - _take(mu, T0, "T0")
 
-    def ate(self, X, *, T0=0, T1=1) -> float:
-        """Mean of ``effect`` over the rows of X."""
+    def ate(self, X=None, *, T0=0, T1=1, method: str = "plugin") -> float:
+        """Average effect of T1 against T0.
+
+        Args:
+            X: (n, p) covariates for ``method="plugin"``; None for ``"dr"``.
+            method: "plugin", the mean of ``effect`` over the rows of X; or "dr", the
+                doubly-robust (AIPW) estimate over the data given to ``fit`` (see
+                ``dr_summary``, which also gives its standard error).
+        """
+        if _method(method, X, "ate") == "dr":
+            return self.dr_summary(T0=T0, T1=T1)["ate"]
         return float(self.effect(X, T0=T0, T1=T1).mean())
+
+    def att(self, X=None, T=None, *, T0=0, T1=1, method: str = "plugin") -> float:
+        """Average effect of T1 against T0 on the units that received T1.
+
+        Args:
+            X, T: (n, p) covariates and (n,) received treatments for ``method="plugin"``,
+                the mean of ``effect`` over the rows with T == T1; None for ``"dr"``.
+            method: "plugin" or "dr" (over the data given to ``fit``, as in ``ate``).
+        """
+        if _method(method, X, "att", T) == "dr":
+            return self.dr_summary(T0=T0, T1=T1)["att"]
+        if T is None:
+            raise ValueError("att(X, T): the plug-in ATT needs T, the treatment each row of X received")
+        t = _as_vector(T, "T")
+        if len(t) != len(X):
+            raise DataError(f"T has {len(t)} rows but X has {len(X)}")
+        treated = t == T1
+        if not treated.any():
+            raise DataError(f"no row of T received treatment {T1}")
+        return float(self.effect(X, T0=T0, T1=T1)[treated].mean())
+
+    def dr_summary(self, *, T0=0, T1=1) -> dict[str, float]:
+        """Doubly-robust ATE and ATT of T1 against T0 over the data given to ``fit``, with
+        standard errors: {"ate", "ate_se", "att", "att_se", "rows"}.
+
+        ``csna.dr``: μ̂ of a row averages the members that did not train on it (``rows`` counts the
+        rows that have one; with one member only its validation rows), ê is a cross-fitted logistic
+        regression. Consistent when either is right; ``estimate ± 1.96 · se`` is a 95% interval.
+
+        Raises:
+            RuntimeError: a loaded estimator (it does not keep the fit data); not fitted.
+        """
+        run, k = self._fitted(), self.n_treatments_
+        if T0 == T1 or any(not isinstance(v, (int, np.integer)) or not 0 <= v < k for v in (T0, T1)):
+            raise DataError(f"T0, T1 must be two different int treatments in 0..{k - 1}, got {T0!r}, {T1!r}")
+        if run.data is None:
+            raise RuntimeError("the doubly-robust estimates need the data given to fit, which a loaded estimator "
+                               "does not keep: fit it again, or read ate_dr / att_dr in csna evaluate's metrics.json")
+        key = (int(T0), int(T1))
+        if key not in self._dr:
+            res = dr_effects(run, run.data, t1=key[1], t0=key[0])
+            if not res:
+                raise RuntimeError("the rows each ensemble member trained on are unknown")
+            # None (no row of T0 or T1 held out) reads as NaN here, as the plug-in's empty mean would.
+            names = {"ate": "ate_dr", "ate_se": "ate_dr_se", "att": "att_dr", "att_se": "att_dr_se"}
+            self._dr[key] = {a: float("nan") if res[b] is None else res[b] for a, b in names.items()}
+            self._dr[key]["rows"] = res["dr_rows"]
+        return dict(self._dr[key])
 
     def ate_interval(self, X, *, T0=0, T1=1, alpha: float = 0.05, n_boot: int = 1000,
                      seed: int = 0) -> tuple[float, float]:
@@ -312,6 +371,19 @@ def _causal_data(Y, T, X, cfg: Config) -> CausalData:
         y_out = y.astype(np.int64)
     return CausalData(X=frame, T=t.astype(np.int64), Y=y_out, mu=None, outcome_type=kind,
                       n_treatments=k, name="fit data")
+
+
+def _method(method: str, X, what: str, T=None) -> str:
+    """Check ``method`` of ``ate`` / ``att`` and that "dr" gets no X (nor T)."""
+    if method not in ("plugin", "dr"):
+        raise ValueError(f"{what}(method={method!r}): method must be 'plugin' or 'dr'")
+    if method == "dr" and (X is not None or T is not None):
+        raise ValueError(f"{what}(method='dr') takes no X or T: the doubly-robust estimate needs observed outcomes "
+                         "and predictions from ensemble members that never trained on each row, which only the "
+                         "data given to fit has; call it without X")
+    if method == "plugin" and X is None:
+        raise ValueError(f"{what}(X): the plug-in estimate averages effect(X), so X is required")
+    return method
 
 
 def _take(mu: np.ndarray, t, name: str) -> np.ndarray:

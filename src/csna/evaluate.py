@@ -3,7 +3,8 @@
 "in" are the units used for training and validation, "out" the held-out test units, as in the
 treatment-effect literature; data evaluated without a split is all "out". With the Meta Utility
 Layer trained, the plain names describe the gated model and ``*_full`` the same model with
-every block run. Population quantities (ATE, ATT, overlap) use every row of the data given.
+every block run. Population quantities (ATE, ATT, overlap) use every row of the data given;
+the doubly-robust ATE / ATT (csna.dr) the non-test rows with an out-of-fold μ̂.
 
 Shape alphabet: n rows, p features, K treatments, C classes, k nodes, d width, h heads,
 nb gated blocks.
@@ -29,6 +30,7 @@ from .config import Config, DataConfig, base_split_seed
 from .data import CausalData, DataError
 from .data.chunks import row_split
 from .data.tables import data_fingerprint
+from .dr import dr_effects
 from .propensity import arm_shares, stabilised_weights
 from .predict import predict_features
 from .prepare import load_data
@@ -353,6 +355,9 @@ def evaluate_run(run: Run, data: CausalData, quiet: bool = False) -> Evaluation:
     prop = res_all["propensity"]  # (n, K)
     if res_all["mu"].shape[1] >= 2:
         m.update(M.ate_with_ci(res_all["mu"][:, 1] - res_all["mu"][:, 0], data.T, n_boot=N_BOOT, seed=seed))
+        # Doubly robust, cross-fitted over the non-test rows (csna.dr): consistent when either
+        # the outcome model or the propensity is right, with a standard error.
+        m.update(dr_effects(run, data))
     ov = M.overlap_report(prop)
     m.update(overlap_frac_extreme=ov["frac_extreme"], propensity_min=ov["min"], propensity_max=ov["max"])
     if ov["warn"] and not quiet:

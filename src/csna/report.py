@@ -28,6 +28,11 @@ GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
         ("ate", "ATE over all units, mean τ̂(x)"), ("ate_lo", "ATE 95% bootstrap interval, low"),
         ("ate_hi", "ATE 95% bootstrap interval, high"), ("ate_true", "true ATE (semi-synthetic truth)"),
         ("att", "ATT over the treated, mean τ̂(x)"), ("att_lo", "ATT interval, low"), ("att_hi", "ATT interval, high"),
+        ("ate_dr", "doubly-robust (AIPW) ATE, cross-fitted, over the `dr_rows` units"),
+        ("ate_dr_se", "its standard error (95% interval: ± 1.96 se)"),
+        ("att_dr", "doubly-robust ATT, same units"), ("att_dr_se", "its standard error"),
+        ("dr_rows", "non-test units held out by at least one ensemble member (new data: all)"),
+        ("eps_ate_dr", "|ATE_dr − ATE_true| over those units"), ("eps_att_dr", "|ATT_dr − ATT_true| over those units"),
         ("ate_hat_out", "mean τ̂(x) on the test units"),
         ("sqrt_pehe_in", "√PEHE, train + validation units"), ("sqrt_pehe_out", "√PEHE, test units"),
         ("ref_sqrt_pehe_out", "√PEHE of the gradient-boosting T-learner, test units"),
@@ -337,6 +342,10 @@ def write_report(ev: Evaluation, made: list[tuple[str, str]], path: Path, run: R
          "- the run's own data and split: train and validation units are in-sample (`*_in`), test units "
          "out-of-sample (`*_out`)"),
         "- test-split metrics are on the test units; ATE, ATT and overlap on every unit of the data",
+        "- `ate`/`att` average the model's τ̂(x) (plug-in: its bias is the outcome model's); "
+        "`ate_dr`/`att_dr` add propensity-weighted residuals (consistent if either the outcome model or ê(x) "
+        "is right) and have a standard error: prefer them for averages under confounding and for intervals, "
+        "the plug-in for individual effects and tiny data",
         "",
         "## Final axes (seed §X, targets of design §6)", "",
         *axes_table(m),
