@@ -81,3 +81,12 @@ def test_a_propensity_survives_a_json_round_trip(K):
     q = type(p).from_dict(p.to_dict())
     np.testing.assert_array_equal(p.predict_proba(x), q.predict_proba(x))
     assert p.predict_proba(x).shape == (200, K)
+
+
+def test_a_non_finite_covariate_cannot_make_a_weight_nan():
+    x, t, _, _ = _confounded(200, seed=3)
+    x[5, 2], x[9, 0] = np.nan, np.inf
+    from csna.propensity import crossfit_weights
+
+    w = crossfit_weights(x, t, 2, seed=0)
+    assert np.isfinite(w).all() and w.min() >= 0.1

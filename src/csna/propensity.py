@@ -38,8 +38,11 @@ class Propensity:
     intercept: np.ndarray  # (K,)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """(n, K) probabilities, clipped to [E_FLOOR, 1 − E_FLOOR] and renormalised."""
-        logits = np.asarray(X, dtype=np.float64) @ self.coef.T + self.intercept  # (n, K)
+        """(n, K) probabilities, clipped to [E_FLOOR, 1 − E_FLOOR] and renormalised. A row with
+        a non-finite covariate reads it as 0 (the training mean of a standardised column), so
+        one bad value cannot make a weight NaN."""
+        X = np.nan_to_num(np.asarray(X, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        logits = X @ self.coef.T + self.intercept  # (n, K)
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
         p /= p.sum(axis=1, keepdims=True)
@@ -56,7 +59,7 @@ class Propensity:
 
 def fit_propensity(X: np.ndarray, t: np.ndarray, K: int) -> Propensity:
     """Fit ê on rows ``X`` (n, p) with treatments ``t`` (n,) in 0…K−1 (every one present)."""
-    X = np.nan_to_num(np.asarray(X, dtype=np.float64))
+    X = np.nan_to_num(np.asarray(X, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     lr = LogisticRegression(C=C, max_iter=2000).fit(X, t)
     coef, intercept = lr.coef_, lr.intercept_
     if K == 2:  # scikit-learn's binary form: one row, the logit of class 1 against class 0
