@@ -90,3 +90,18 @@ def test_a_non_finite_covariate_cannot_make_a_weight_nan():
 
     w = crossfit_weights(x, t, 2, seed=0)
     assert np.isfinite(w).all() and w.min() >= 0.1
+
+
+def test_past_the_row_cap_a_file_sorted_by_treatment_still_gets_two_arm_weights(monkeypatch):
+    """Cross-fitting takes a random subset past CROSSFIT_ROWS, never the first rows (which, in
+    a file sorted by treatment, would hold one arm)."""
+    import csna.propensity as P
+
+    monkeypatch.setattr(P, "CROSSFIT_ROWS", 100)
+    x, t, _, _ = _confounded(400, seed=4)
+    order = np.argsort(t, kind="stable")  # every control row first
+    w = P.crossfit_weights(x[order], t[order], 2, seed=0)
+    ref = P.crossfit_weights(x, t, 2, seed=0)  # the same rows unsorted: weights of the same spread
+    assert np.isfinite(w).all() and w.std() > 0.3 * ref.std()
+    for arm in (0, 1):
+        assert abs(w[t[order] == arm].mean() - 1.0) < 0.3

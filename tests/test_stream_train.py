@@ -47,6 +47,8 @@ def test_streamed_training_writes_a_run_and_evaluates_on_the_kept_samples(table,
     assert main(["train", "--data", str(table), *TINY, "--out", str(out)]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert np.isfinite(m["sqrt_pehe_out"]) and m["n_test"] > 0
+    # the kept validation rows trained no member: they are out-of-fold for the doubly-robust estimate
+    assert m["dr_rows"] > 0 and np.isfinite(m["ate_dr"]) and np.isfinite(m["ate_dr_se"])
     assert all((out / f).is_file() for f in ("causal_encoder.pt", "meta_controller.pt", "preprocess.json"))
     assert main(["evaluate", str(out), "--no-figures"]) == 0
     assert json.loads((out / "metrics.json").read_text())["sqrt_pehe_out"] == pytest.approx(m["sqrt_pehe_out"])

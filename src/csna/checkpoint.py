@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-FORMAT = "csna-checkpoint-v1"
+# v2: the propensity head reads the covariates (p inputs) instead of the pooled representation.
+FORMAT = "csna-checkpoint-v2"
 LATEST = "latest.pt"  # the latest training state, rewritten every train.checkpoint_every steps
 
 
@@ -106,6 +107,9 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise CheckpointError(f"refused to load {path}: not a safe checkpoint ({first[:160]})") from None
     except Exception as exc:  # truncated or foreign file
         raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}") from None
+    if isinstance(obj, dict) and str(obj.get("format", "")).startswith("csna-checkpoint-") and obj["format"] != FORMAT:
+        raise CheckpointError(f"{path} was written by another csna version (format {obj['format']}; this one "
+                              f"reads {FORMAT}): train the run again")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a csna checkpoint (format {FORMAT} expected)")
     return obj

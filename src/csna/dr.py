@@ -120,7 +120,12 @@ def member_train_rows(run: Run, data: CausalData) -> list[np.ndarray] | None:
     if run.splits is None:
         return [empty] * len(members)
     if run.cfg.data.stream:
-        return [np.asarray(run.splits["train"], dtype=np.int64)] * len(members)
+        train = np.asarray(run.splits["train"], dtype=np.int64)
+        if np.array_equal(train, np.asarray(run.splits["val"], dtype=np.int64)):
+            # streaming.eval_data's sample: its "train" rows are the validation rows (the "in"
+            # metrics read them), which no member trained on.
+            return [empty] * len(members)
+        return [train] * len(members)  # the whole file, split by the members' shared row hash
     if any(m.splits is None for m in members):
         return None
     rows = [np.asarray(m.splits["train"], dtype=np.int64) for m in members]

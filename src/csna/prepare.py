@@ -15,8 +15,8 @@ import pandas as pd
 import torch
 
 from . import streaming
-from .config import Config, ConfigError, split_seed
-from .propensity import Propensity, fit_propensity
+from .config import Config, ConfigError, base_split_seed, split_seed
+from .propensity import CROSSFIT_ROWS, Propensity, fit_propensity
 from .data import CausalData, DataError, Preprocessor, ihdp, load_table, split_indices, synthetic
 from .model import CSNAModel
 from .sources import Split
@@ -53,8 +53,8 @@ class Prepared:
     y_mean: float
     y_std: float
     impute: dict[str, float]
-    # ê(x) on the features, fitted on the training rows (csna.propensity): overlap diagnostics
-    # and the doubly-robust estimates of new rows. None in runs saved before it existed.
+    # ê(x) on the features, fitted on the training rows (csna.propensity): the out-of-sample
+    # weights of kl_do_ipw on the test rows. None in runs saved before it existed.
     propensity: Propensity | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,7 +103,13 @@ def fit_preparation(cfg: Config, data: CausalData, train_idx: np.ndarray) -> Pre
         y_mean, y_std = 0.0, 1.0
         n_classes = max(2, int(data.Y.max()) + 1)
     prep = Prepared(pre, data.outcome_type, data.n_treatments, n_classes, y_mean, y_std, impute)
-    prep.propensity = fit_propensity(prep.features(Xtr), data.T[train_idx].astype(np.int64), data.n_treatments)
+    # On at most CROSSFIT_ROWS seeded random training rows: plenty for a logistic model, and no
+    # float64 copy of a huge feature matrix.
+    sub = np.arange(len(train_idx))
+    if len(sub) > CROSSFIT_ROWS:
+        sub = np.sort(np.random.default_rng(cfg.train.seed).choice(len(sub), CROSSFIT_ROWS, replace=False))
+    prep.propensity = fit_propensity(prep.features(Xtr.iloc[sub]), data.T[train_idx[sub]].astype(np.int64),
+                                     data.n_treatments)
     return prep
 
 
@@ -185,7 +191,7 @@ def prepare_stream(cfg: Config, device: torch.device, prep: Prepared | None = No
         return prep.features(df[cov]), df[treat].to_numpy(np.int64), y
 
     n_rows = streaming.count_rows(sc)
-    seed = split_seed(cfg)  # a user table: the base seed, as streaming.scan uses
+    seed = base_split_seed(cfg)  # a streamed user table: the seed streaming.scan uses
     n_train = streaming.count_split(n_rows, tuple(cfg.data.split), seed)
     probe = to_split(prep, fit, fit_idx, device)
     return data, splits, prep, streaming.StreamSource(cfg, sc, transform, n_train, probe, device), n_rows

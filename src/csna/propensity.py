@@ -58,13 +58,21 @@ class Propensity:
 
 
 def fit_propensity(X: np.ndarray, t: np.ndarray, K: int) -> Propensity:
-    """Fit ê on rows ``X`` (n, p) with treatments ``t`` (n,) in 0…K−1 (every one present)."""
+    """Fit ê on rows ``X`` (n, p) with treatments ``t`` (n,) in 0…K−1. An arm absent from
+    ``t`` gets probability E_FLOOR everywhere (a large negative logit)."""
     X = np.nan_to_num(np.asarray(X, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    t = np.asarray(t, dtype=np.int64)
+    present = np.unique(t)
+    coef, intercept = np.zeros((K, X.shape[1])), np.full(K, -50.0)
+    if len(present) == 1:
+        intercept[present[0]] = 0.0
+        return Propensity(coef, intercept)
     lr = LogisticRegression(C=C, max_iter=2000).fit(X, t)
-    coef, intercept = lr.coef_, lr.intercept_
-    if K == 2:  # scikit-learn's binary form: one row, the logit of class 1 against class 0
-        coef = np.vstack([np.zeros_like(coef), coef])
-        intercept = np.concatenate([[0.0], intercept])
+    if len(lr.classes_) == 2:  # scikit-learn's binary form: one row, the logit of the second class
+        coef[lr.classes_[1]], intercept[lr.classes_[1]] = lr.coef_[0], lr.intercept_[0]
+        intercept[lr.classes_[0]] = 0.0
+    else:
+        coef[lr.classes_], intercept[lr.classes_] = lr.coef_, lr.intercept_
     return Propensity(coef, intercept)
 
 
@@ -77,7 +85,7 @@ def crossfit_propensity(X: np.ndarray, t: np.ndarray, K: int, seed: int = 0, fol
     """
     t = np.asarray(t, dtype=np.int64)
     counts = np.bincount(t, minlength=K)
-    k = int(min(folds, counts.min()))
+    k = int(min(folds, counts[counts > 0].min()))
     if k < 2:
         return fit_propensity(X, t, K).predict_proba(X)
     out = np.zeros((len(t), K))
@@ -106,12 +114,18 @@ def arm_shares(t: np.ndarray, K: int) -> np.ndarray:
 
 
 def crossfit_weights(X: np.ndarray, t: np.ndarray, K: int, seed: int = 0) -> np.ndarray:
-    """(n,) stabilised weights of rows ``X`` (n, p) from cross-fitted ê (``crossfit_propensity``);
-    past CROSSFIT_ROWS rows, the later rows get a model fitted on the first CROSSFIT_ROWS."""
+    """(n,) stabilised weights of rows ``X`` (n, p) from cross-fitted ê (``crossfit_propensity``).
+    Past CROSSFIT_ROWS rows, a seeded random CROSSFIT_ROWS of them are cross-fitted and the
+    others get the model fitted on those (out-of-sample for them): a random subset, never the
+    first rows, which in a file sorted by treatment or by date would hold one arm or a drifted
+    share."""
     t = np.asarray(t, dtype=np.int64)
-    head = min(len(t), CROSSFIT_ROWS)
     e = np.zeros((len(t), K))
-    e[:head] = crossfit_propensity(X[:head], t[:head], K, seed)
-    if head < len(t):
-        e[head:] = fit_propensity(X[:head], t[:head], K).predict_proba(X[head:])
+    if len(t) <= CROSSFIT_ROWS:
+        e[:] = crossfit_propensity(X, t, K, seed)
+    else:
+        pick = np.zeros(len(t), dtype=bool)
+        pick[np.random.default_rng(seed).choice(len(t), CROSSFIT_ROWS, replace=False)] = True
+        e[pick] = crossfit_propensity(X[pick], t[pick], K, seed)
+        e[~pick] = fit_propensity(X[pick], t[pick], K).predict_proba(X[~pick])
     return stabilised_weights(e, t, arm_shares(t, K))

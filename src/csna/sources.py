@@ -19,8 +19,9 @@ class Split:
     t: torch.Tensor  # (n,) int64
     y: torch.Tensor  # (n,) float32 (standardised) or int64
     # (n,) float32 stabilised inverse-propensity weight of the received arm, P(T = t_i) / ê(x_i)
-    # clipped, with ê cross-fitted (csna.propensity): L_causal's identified reference. Training
-    # rows only; None elsewhere.
+    # clipped: L_causal's identified reference. Rows held in memory: ê cross-fitted
+    # (csna.propensity); a streamed batch: ê fitted on the stream's probe rows (Trainer.weighted).
+    # Training rows only; None elsewhere.
     w: torch.Tensor | None = None
 
     def __len__(self) -> int:
