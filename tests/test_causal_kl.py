@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from csna import losses as L
+from csna import metrics as M
 from csna.propensity import crossfit_weights
 
 
@@ -104,8 +105,8 @@ def test_the_true_model_scores_near_zero_and_the_seeds_formula_prefers_ignoring_
     s2 = torch.ones(2)
     new_true = float(L.causal_kl(true_model, T, "continuous", Y, w, s2))
     new_naive = float(L.causal_kl(ignores_x, T, "continuous", Y, w, s2))
-    old_true = float(L.causal_kl_obs(true_model, T, "continuous", s2))
-    old_naive = float(L.causal_kl_obs(ignores_x, T, "continuous", s2))
+    old_true = float(M.causal_kl_obs(true_model, T, "continuous", s2))
+    old_naive = float(M.causal_kl_obs(ignores_x, T, "continuous", s2))
     assert new_true < 0.01 < 0.5 < new_naive  # identified: the truth is (near) the minimum
     assert old_naive == pytest.approx(0.0, abs=1e-12) and old_true > 0.1  # the old bias, shown
 
@@ -125,5 +126,5 @@ def test_minimising_the_new_term_recovers_the_effect_the_old_one_cannot_see():
         opt.step()
     assert float((c[1] - c[0]).detach()) == pytest.approx(2.0, rel=0.10)
     c_old = torch.tensor([0.0, 5.0], requires_grad=True)
-    L.causal_kl_obs(base + c_old, T, "continuous", torch.ones(2)).backward()
+    M.causal_kl_obs(base + c_old, T, "continuous", torch.ones(2)).backward()
     assert torch.allclose(c_old.grad, torch.zeros(2), atol=1e-9)  # blind to the effect itself

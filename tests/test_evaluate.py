@@ -11,7 +11,7 @@ import torch
 from scipy import stats
 from torch.utils.flop_counter import FlopCounterMode
 
-from csna import losses as L
+from csna import metrics as M
 from csna.config import load_config
 from csna.ensemble import train_run
 from csna.evaluate import evaluate_run
@@ -101,7 +101,7 @@ def test_effect_and_causal_metrics_by_hand(run, metrics):
     with torch.no_grad():
         pred = model(_x_test(run), gate_mode="hard").pred.double()  # (n, K) standardised
     t = torch.from_numpy(run.data.T[te].astype(np.int64))
-    assert metrics["kl_do_obs"] == pytest.approx(float(L.causal_kl_obs(pred, t, "continuous", model.sigma2.double())))
+    assert metrics["kl_do_obs"] == pytest.approx(float(M.causal_kl_obs(pred, t, "continuous", model.sigma2.double())))
     # kl_do_ipw: test rows reweighted by P(T=t)/ê_t(x) of the saved propensity, written out here
     x_te = run.prep.features(run.data.X.iloc[te]).astype(np.float64)
     logits = x_te @ run.prep.propensity.coef.T + run.prep.propensity.intercept  # (n, 2)

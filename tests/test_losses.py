@@ -9,6 +9,7 @@ import torch
 
 from csna import balance as B
 from csna import losses as L
+from csna import metrics as M
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +80,7 @@ def test_causal_kl_obs_continuous_matches_loop():
     t = torch.randint(0, 3, (40,))
     t[:3] = 2  # make sure of group sizes; group 1 may be skipped by min_group below
     sigma2 = torch.tensor([0.5, 1.0, 2.0])
-    got = L.causal_kl_obs(pred, t, "continuous", sigma2=sigma2, min_group=4)
+    got = M.causal_kl_obs(pred, t, "continuous", sigma2=sigma2, min_group=4)
     ref = _causal_kl_obs_ref(pred, t, "continuous", sigma2.numpy(), min_group=4)
     assert got.item() == pytest.approx(ref, rel=1e-9)
     got.backward()
@@ -91,21 +92,21 @@ def test_causal_kl_obs_continuous_sigma2_detached_and_default_from_residuals():
     t = torch.tensor([0] * 15 + [1] * 15)
     y = torch.randn(30)
     sigma2 = torch.tensor([1.0, 2.0], requires_grad=True)
-    L.causal_kl_obs(pred + 0 * sigma2.sum(), t, "continuous", sigma2=sigma2).backward()
+    M.causal_kl_obs(pred + 0 * sigma2.sum(), t, "continuous", sigma2=sigma2).backward()
     assert sigma2.grad is None or torch.all(sigma2.grad == 0)
     res = L.residual_variance(pred, y, t, 2)
-    got = L.causal_kl_obs(pred, t, "continuous", y=y)
+    got = M.causal_kl_obs(pred, t, "continuous", y=y)
     ref = _causal_kl_obs_ref(pred, t, "continuous", res.numpy())
     assert got.item() == pytest.approx(ref, rel=1e-9)
     with pytest.raises(ValueError):
-        L.causal_kl_obs(pred, t, "continuous")
+        M.causal_kl_obs(pred, t, "continuous")
 
 
 @pytest.mark.parametrize("outcome_type,C", [("binary", 2), ("multiclass", 4)])
 def test_causal_kl_obs_classification_matches_loop(outcome_type, C):
     pred = torch.randn(25, 3, C) * 2
     t = torch.randint(0, 3, (25,))
-    got = L.causal_kl_obs(pred, t, outcome_type, min_group=3)
+    got = M.causal_kl_obs(pred, t, outcome_type, min_group=3)
     ref = _causal_kl_obs_ref(pred, t, outcome_type, min_group=3)
     assert got.item() == pytest.approx(ref, rel=1e-9, abs=1e-12)
     assert got.item() >= 0
@@ -117,14 +118,14 @@ def test_causal_kl_obs_zero_when_x_identical(outcome_type):
     shape = (1, 2) if outcome_type == "continuous" else (1, 2, 2)
     pred = torch.randn(shape).expand(20, *shape[1:]).clone().requires_grad_(True)
     t = torch.tensor([0, 1] * 10)
-    kl = L.causal_kl_obs(pred, t, outcome_type, sigma2=torch.ones(2))
+    kl = M.causal_kl_obs(pred, t, outcome_type, sigma2=torch.ones(2))
     assert kl.item() == pytest.approx(0.0, abs=1e-12)
 
 
 def test_causal_kl_obs_no_group_big_enough_is_zero_with_graph():
     pred = torch.randn(5, 2, requires_grad=True)
     t = torch.tensor([0, 0, 1, 1, 1])
-    kl = L.causal_kl_obs(pred, t, "continuous", sigma2=torch.ones(2), min_group=4)
+    kl = M.causal_kl_obs(pred, t, "continuous", sigma2=torch.ones(2), min_group=4)
     assert kl.item() == 0.0
     kl.backward()
     assert torch.all(pred.grad == 0)
@@ -257,6 +258,6 @@ def test_total_loss_arithmetic():
 def test_float32_inputs():
     pred = torch.randn(16, 2, dtype=torch.float32, requires_grad=True)
     t = torch.tensor([0, 1] * 8)
-    kl = L.causal_kl_obs(pred, t, "continuous", sigma2=torch.ones(2, dtype=torch.float32))
+    kl = M.causal_kl_obs(pred, t, "continuous", sigma2=torch.ones(2, dtype=torch.float32))
     assert kl.dtype == torch.float32
     kl.backward()

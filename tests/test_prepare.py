@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from csna.bench.run import BenchSpec, draw_splits, split_id
-from csna.config import load_config, split_seed
+from csna.config import load_config
+from csna.splits import split_seed
 from csna.data import ihdp, load_table
 from csna.prepare import split_data
 

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
-from .config import Config, ConfigError, base_split_seed
+from .config import Config, ConfigError
+from .splits import base_split_seed
 from .data import CausalData, DataError
 from .data import validate as validate_data
 from .dist import current as dist_current

@@ -27,7 +27,7 @@ import pandas as pd
 
 from . import checkpoint as ckpt
 from . import metrics as M
-from .config import Config, ConfigError, _apply, _nest, base_split_seed, dump_config, load_config
+from .config import Config, ConfigError, _apply, _nest, dump_config, load_config
 from .config import validate as validate_config
 from .data import CausalData, DataError, split_indices, validate
 from .dr import dr_effects
@@ -36,6 +36,7 @@ from .perf import tune_malloc
 from .phases import PHASES
 from .predict import predict_features, select_covariates
 from .rundir import PREPROCESS_FILE, SPLITS_FILE, Run, environment, load_run, member_dir
+from .splits import base_split_seed
 
 IN_MEMORY = "in-memory"
 

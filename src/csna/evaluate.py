@@ -26,7 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import losses as L
 from . import metrics as M
-from .config import Config, DataConfig, base_split_seed
+from .config import Config, DataConfig
+from .splits import base_split_seed
 from .data import CausalData, DataError
 from .data.chunks import row_split
 from .data.tables import data_fingerprint
@@ -264,7 +265,7 @@ def causal_metrics(run: Run, data: CausalData, fw: dict[str, np.ndarray], te: np
     sigma2 = model.sigma2.detach().cpu().double()  # (K,) in standardised units
     min_group = 4
     if int(torch.bincount(t, minlength=model.n_treatments).max()) >= min_group:
-        out["kl_do_obs"] = float(L.causal_kl_obs(pred, t, kind, sigma2 if kind == "continuous" else None, min_group))
+        out["kl_do_obs"] = float(M.causal_kl_obs(pred, t, kind, sigma2 if kind == "continuous" else None, min_group))
     else:
         out["kl_do_obs"] = None
     out["kl_do_ipw"] = None

@@ -39,7 +39,6 @@ __all__ = [
     "factual",
     "task_loss",
     "causal_kl",
-    "causal_kl_obs",
     "residual_variance",
     "laplacian_smoothness",
     "dag_penalty",
@@ -54,7 +53,7 @@ PART_KEYS = ("task", "causal", "geometric", "dc", "dis", "stable")
 LAMBDA_KEYS = ("causal", "geometric", "dc", "dis", "stable")
 
 # A variance floor: a group fitted perfectly would otherwise divide by zero in the KL.
-_VAR_FLOOR = 1e-6
+VAR_FLOOR = 1e-6
 
 
 def check_outcome_type(outcome_type: str) -> None:
@@ -62,7 +61,7 @@ def check_outcome_type(outcome_type: str) -> None:
         raise ValueError(f"unknown outcome_type {outcome_type!r}; valid: {OUTCOME_TYPES}")
 
 
-def _zero(like: Tensor) -> Tensor:
+def zero_like(like: Tensor) -> Tensor:
     # A zero that stays in the graph, so `.backward()` on a sum of losses never fails.
     return like.sum() * 0.0
 
@@ -101,7 +100,7 @@ def task_loss(
     return F.cross_entropy(f, y.long(), reduction=reduction)
 
 
-def _gaussian_kl(m1: Tensor, v1: Tensor, m2: Tensor, v2: Tensor) -> Tensor:
+def gaussian_kl(m1: Tensor, v1: Tensor, m2: Tensor, v2: Tensor) -> Tensor:
     # KL(N(m1, v1) || N(m2, v2)) in nats.
     return 0.5 * (torch.log(v2 / v1) + (v1 + (m1 - m2) ** 2) / v2 - 1.0)
 
@@ -124,7 +123,7 @@ def causal_kl(
     read from the balanced representation). Without unmeasured confounding P_IPW is an
     estimate of P(Y|do(t)), so the loss is near zero at the true model and pulls towards
     identification, not towards the naive association (the seed's literal formula,
-    ``causal_kl_obs``, did the latter). Treatments with fewer than ``min_group`` units in the
+    ``metrics.causal_kl_obs``, did the latter). Treatments with fewer than ``min_group`` units in the
     batch are skipped.
 
     Classification: the model side is a categorical mixture, the reference the weighted class
@@ -152,21 +151,21 @@ def causal_kl(
     counts = torch.bincount(t, minlength=K)
     present = [g for g in range(K) if int(counts[g]) >= min_group]
     if not present:
-        return _zero(pred)
+        return zero_like(pred)
     w_all = weights.detach().to(pred.dtype)
     if outcome_type == "continuous":
         if sigma2 is None:
             sigma2 = residual_variance(pred, y, t, K)
-        var_t = sigma2.detach().to(pred.dtype).clamp_min(_VAR_FLOOR)
+        var_t = sigma2.detach().to(pred.dtype).clamp_min(VAR_FLOOR)
         yf = y.detach().to(pred.dtype)
         kls = []
         for g in present:
             mu_all = pred[:, g]  # (B,)
             w = w_all[t == g] / w_all[t == g].sum()  # (n_g,) sums to 1
             m_ref = (w * yf[t == g]).sum()
-            v_ref = (w * (yf[t == g] - m_ref) ** 2).sum().clamp_min(_VAR_FLOOR)
+            v_ref = (w * (yf[t == g] - m_ref) ** 2).sum().clamp_min(VAR_FLOOR)
             v_do = var_t[g] + mu_all.var(unbiased=False)
-            kls.append(_gaussian_kl(mu_all.mean(), v_do, m_ref, v_ref))
+            kls.append(gaussian_kl(mu_all.mean(), v_do, m_ref, v_ref))
         return torch.stack(kls).mean()
 
     B, C = pred.shape[0], pred.shape[-1]
@@ -179,78 +178,6 @@ def causal_kl(
         q = torch.zeros(C, dtype=pred.dtype, device=pred.device).index_add_(0, y[t == g].long(), w)  # (C,)
         q = (q + 1e-3) / (1.0 + C * 1e-3)
         kls.append((log_do.exp() * (log_do - q.log())).sum())
-    return torch.stack(kls).mean()
-
-
-def causal_kl_obs(
-    pred: Tensor,
-    t: Tensor,
-    outcome_type: str,
-    sigma2: Tensor | None = None,
-    min_group: int = 4,
-    y: Tensor | None = None,
-) -> Tensor:
-    """The seed's literal KL(P(Y|do(T=t)) || P(Y|T=t)), both sides from the model, in nats:
-    a diagnostic of how confounded the data look to the model (``kl_do_obs``), never a loss.
-
-    It is zero exactly when the model's outcome under t averages the same over all units as
-    over the units that received t, i.e. when the model ignores confounding: as a loss it
-    pulled effects towards the naive difference (design §8.3), which is why L_causal is now
-    ``causal_kl`` with an identified reference.
-
-    P(Y|do(t)) is the model's predictive p(y|x_b, t) averaged over every x_b of the batch
-    (back-door adjustment over the batch's covariates); P(Y|T=t) is the same average over the
-    units with T_b = t. Treatments with fewer than ``min_group`` units are skipped.
-
-    Classification: both are categorical mixtures, so the KL is exact. Continuous: the
-    predictive is N(μ_t(x_b), σ_t²); each mixture is moment-matched to a Gaussian
-    (mean of μ, variance σ_t² + Var_b μ) and the KL is closed-form. σ_t² is detached: a
-    learnable variance would grow without bound, since the KL falls as σ grows (design §8.6).
-
-    Args:
-        pred: ``(B, K)`` means or ``(B, K, C)`` logits.
-        t: ``(B,)`` int64.
-        outcome_type: "continuous", "binary" or "multiclass".
-        sigma2: ``(K,)`` predictive variances (the trainer's running residual variance);
-            continuous only. If None, the batch's factual residual variance of each group is
-            used, which needs ``y``.
-        min_group: fewest units of a treatment in the batch for it to count.
-        y: ``(B,)`` outcome; only needed for a continuous outcome with ``sigma2=None``.
-
-    Returns:
-        Scalar; a zero still attached to the graph when no treatment qualifies.
-    """
-    check_outcome_type(outcome_type)
-    K = pred.shape[1]
-    counts = torch.bincount(t, minlength=K)
-    present = [g for g in range(K) if int(counts[g]) >= min_group]
-    if not present:
-        return _zero(pred)
-
-    if outcome_type == "continuous":
-        if sigma2 is None:
-            if y is None:
-                raise ValueError("causal_kl: continuous outcome needs sigma2 or y")
-            sigma2 = residual_variance(pred, y, t, K)
-        var_t = sigma2.detach().to(pred.dtype).clamp_min(_VAR_FLOOR)
-        kls = []
-        for g in present:
-            mu_all = pred[:, g]  # (B,)
-            mu_grp = mu_all[t == g]
-            v_do = var_t[g] + mu_all.var(unbiased=False)
-            v_obs = var_t[g] + mu_grp.var(unbiased=False)
-            kls.append(_gaussian_kl(mu_all.mean(), v_do, mu_grp.mean(), v_obs))
-        return torch.stack(kls).mean()
-
-    B = pred.shape[0]
-    kls = []
-    for g in present:
-        logp = F.log_softmax(pred[:, g], dim=-1)  # (B, C)
-        # log of a mean of probabilities, in log space so tiny probabilities do not underflow.
-        log_do = torch.logsumexp(logp, dim=0) - math.log(B)  # (C,)
-        grp = logp[t == g]
-        log_obs = torch.logsumexp(grp, dim=0) - math.log(grp.shape[0])  # (C,)
-        kls.append((log_do.exp() * (log_do - log_obs)).sum())
     return torch.stack(kls).mean()
 
 
@@ -334,13 +261,13 @@ def discrepancy(r: Tensor, t: Tensor, K: int, metric: str = "mmd") -> Tensor:
     dist = DISCREPANCIES[metric]
     counts = torch.bincount(t, minlength=K)
     if int((counts > 0).sum()) < 2:
-        return _zero(r)
+        return zero_like(r)
     if K == 2:
         # Both one-vs-rest terms are the same quantity; compute it once.
         return dist(r[t == 1], r[t == 0])
     groups = [g for g in range(K) if int(counts[g]) >= 2]
     if not groups:
-        return _zero(r)
+        return zero_like(r)
     return torch.stack([dist(r[t == g], r[t != g]) for g in groups]).mean()
 
 
@@ -370,7 +297,7 @@ def jacobian_penalty(
     """
     x = x.detach().requires_grad_(True)
     out = f(x).reshape(x.shape[0], -1)  # (B, m)
-    total = _zero(out)
+    total = zero_like(out)
     if projections is not None:
         n_proj = projections.shape[0]
     for i in range(n_proj):
@@ -401,7 +328,7 @@ def total_loss(
         if unknown:
             raise ValueError(f"unknown {name} keys {sorted(unknown)}; valid: {valid}")
     any_part = next(iter(parts.values()), None)
-    zero = _zero(any_part) if any_part is not None else torch.zeros(())
+    zero = zero_like(any_part) if any_part is not None else torch.zeros(())
 
     def term(key: str) -> Tensor:
         lam = float(lambdas.get(key, 0.0))

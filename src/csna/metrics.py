@@ -13,15 +13,20 @@ entropies of the Meta Utility Layer in bits.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import special, stats
 from sklearn import metrics as skm
 from torch import Tensor
 
+from . import losses as L
+
 __all__ = [
+    "causal_kl_obs",
     "mse",
     "rmse",
     "accuracy",
@@ -379,3 +384,75 @@ def overlap_report(propensity, low: float = 0.05, high: float = 0.95) -> dict:
     lo_all, hi_all = float(e.min()), float(e.max())
     frac = float(extreme.mean())
     return {"frac_extreme": frac, "min": lo_all, "max": hi_all, "warn": bool(frac > 0.1)}
+
+
+def causal_kl_obs(
+    pred: Tensor,
+    t: Tensor,
+    outcome_type: str,
+    sigma2: Tensor | None = None,
+    min_group: int = 4,
+    y: Tensor | None = None,
+) -> Tensor:
+    """The seed's literal KL(P(Y|do(T=t)) || P(Y|T=t)), both sides from the model, in nats:
+    a diagnostic of how confounded the data look to the model (``kl_do_obs``), never a loss.
+
+    It is zero exactly when the model's outcome under t averages the same over all units as
+    over the units that received t, i.e. when the model ignores confounding: as a loss it
+    pulled effects towards the naive difference (design §8.3), which is why L_causal is now
+    ``causal_kl`` with an identified reference.
+
+    P(Y|do(t)) is the model's predictive p(y|x_b, t) averaged over every x_b of the batch
+    (back-door adjustment over the batch's covariates); P(Y|T=t) is the same average over the
+    units with T_b = t. Treatments with fewer than ``min_group`` units are skipped.
+
+    Classification: both are categorical mixtures, so the KL is exact. Continuous: the
+    predictive is N(μ_t(x_b), σ_t²); each mixture is moment-matched to a Gaussian
+    (mean of μ, variance σ_t² + Var_b μ) and the KL is closed-form. σ_t² is detached: a
+    learnable variance would grow without bound, since the KL falls as σ grows (design §8.6).
+
+    Args:
+        pred: ``(B, K)`` means or ``(B, K, C)`` logits.
+        t: ``(B,)`` int64.
+        outcome_type: "continuous", "binary" or "multiclass".
+        sigma2: ``(K,)`` predictive variances (the trainer's running residual variance);
+            continuous only. If None, the batch's factual residual variance of each group is
+            used, which needs ``y``.
+        min_group: fewest units of a treatment in the batch for it to count.
+        y: ``(B,)`` outcome; only needed for a continuous outcome with ``sigma2=None``.
+
+    Returns:
+        Scalar; a zero still attached to the graph when no treatment qualifies.
+    """
+    L.check_outcome_type(outcome_type)
+    K = pred.shape[1]
+    counts = torch.bincount(t, minlength=K)
+    present = [g for g in range(K) if int(counts[g]) >= min_group]
+    if not present:
+        return L.zero_like(pred)
+
+    if outcome_type == "continuous":
+        if sigma2 is None:
+            if y is None:
+                raise ValueError("causal_kl: continuous outcome needs sigma2 or y")
+            sigma2 = L.residual_variance(pred, y, t, K)
+        var_t = sigma2.detach().to(pred.dtype).clamp_min(L.VAR_FLOOR)
+        kls = []
+        for g in present:
+            mu_all = pred[:, g]  # (B,)
+            mu_grp = mu_all[t == g]
+            v_do = var_t[g] + mu_all.var(unbiased=False)
+            v_obs = var_t[g] + mu_grp.var(unbiased=False)
+            kls.append(L.gaussian_kl(mu_all.mean(), v_do, mu_grp.mean(), v_obs))
+        return torch.stack(kls).mean()
+
+    B = pred.shape[0]
+    kls = []
+    for g in present:
+        logp = F.log_softmax(pred[:, g], dim=-1)  # (B, C)
+        # log of a mean of probabilities, in log space so tiny probabilities do not underflow.
+        log_do = torch.logsumexp(logp, dim=0) - math.log(B)  # (C,)
+        grp = logp[t == g]
+        log_obs = torch.logsumexp(grp, dim=0) - math.log(grp.shape[0])  # (C,)
+        kls.append((log_do.exp() * (log_do - log_obs)).sum())
+    return torch.stack(kls).mean()

@@ -15,7 +15,8 @@ import pandas as pd
 import torch
 
 from . import streaming
-from .config import Config, ConfigError, base_split_seed, split_seed
+from .config import Config, ConfigError
+from .splits import base_split_seed, split_seed
 from .propensity import CROSSFIT_ROWS, Propensity, fit_propensity
 from .data import CausalData, DataError, Preprocessor, ihdp, load_table, split_indices, synthetic
 from .model import CSNAModel

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import Config, base_split_seed
+from .config import Config
+from .splits import base_split_seed
 from .data import CausalData
 from .data.chunks import read_batches
 from .data.stream import StreamingTable, TableScan, row_split, scan_table
