@@ -56,6 +56,22 @@ def _x(x, t, y, train, val, binary, seed, **_):
     return Prediction(tau, mu)
 
 
+def _ridge_t(x, t, y, train, val, binary, seed, **_):
+    """The floor: a T-learner of ridge regressions (scikit-learn ``RidgeCV``, its leave-one-out choice
+    of the penalty) fitted per arm on the training and validation rows; a linear probability
+    model clipped to [0, 1] for a binary outcome."""
+    from sklearn.linear_model import RidgeCV
+
+    rows = np.concatenate([train, val])
+    mu = np.zeros((len(x), 2))  # (n, 2)
+    for a in (0, 1):
+        arm = rows[t[rows] == a]
+        mu[:, a] = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(x[arm], y[arm]).predict(x)
+    if binary:
+        mu = np.clip(mu, 0.0, 1.0)
+    return Prediction(mu[:, 1] - mu[:, 0], mu)
+
+
 def _tau_only(fn):
     def fit(x, t, y, train, val, binary, seed, **_):
         return Prediction(fn(x, t, y, train, val, binary, seed))
@@ -97,6 +113,7 @@ _TREES = [
     Peer("t-learner-lgbm", "T-learner, LightGBM", _from_mu(trees.t_learner), ("lightgbm",)),
     Peer("s-learner-lgbm", "S-learner, LightGBM", _from_mu(trees.s_learner), ("lightgbm",)),
     Peer("x-learner-lgbm", "X-learner, LightGBM", _x, ("lightgbm",)),
+    Peer("ridge-t", "T-learner, ridge regression per arm (scikit-learn RidgeCV): the floor", _ridge_t),
 ]
 _SINGLE = [Peer(name, f"{label}, {_OURS}", _net(kind, ipm), neural=True) for name, kind, ipm, label in _NEURAL]
 _ENSEMBLES = [Peer(ENSEMBLED[name], f"{label}, {_ENS}, {_OURS}", _net_ensemble(kind, ipm), neural=True)
@@ -127,7 +144,7 @@ def check_installed(names: list[str]) -> None:
 
 def score(tau_hat: np.ndarray, mu_hat: np.ndarray | None, mu_true: np.ndarray, T: np.ndarray, Y: np.ndarray,
           idx_in: np.ndarray, idx_out: np.ndarray, binary: bool) -> dict[str, float]:
-    """√PEHE and ε_ATE "in" and "out" (and the factual AUC for a binary outcome).
+    """√PEHE, ε_ATE and ε_ATT "in" and "out" (and the factual AUC for a binary outcome).
 
     Args:
         tau_hat: (n,) estimated effects; mu_hat: (n, 2) estimated outcomes or None.
@@ -138,6 +155,8 @@ def score(tau_hat: np.ndarray, mu_hat: np.ndarray | None, mu_true: np.ndarray, T
     for part, idx in (("in", idx_in), ("out", idx_out)):
         out[f"sqrt_pehe_{part}"] = M.sqrt_pehe(tau[idx], tau_hat[idx])
         out[f"eps_ate_{part}"] = M.eps_ate(tau[idx], tau_hat[idx])
+        if (T[idx] == 1).any():
+            out[f"eps_att_{part}"] = M.eps_att(tau[idx], tau_hat[idx], T[idx])
         if binary:
             f = mu_hat[idx, T[idx]] if mu_hat is not None else None
             out[f"auc_{part}"] = M.auc_roc(Y[idx], f) if f is not None else float("nan")

@@ -43,6 +43,7 @@ class BenchSpec:
     p: int = 25  # synthetic covariates
     peer_options: dict[str, Any] = field(default_factory=dict)  # neural: max_epochs, n_configs
     cores: int = 1  # CPU cores one fit may use: csna's ensemble members train in that many processes
+    cell: Any = None  # dataset "suite": a stress-suite cell (csna.bench.suite.Cell), read as a user's table
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ def ablation_path(name: str, directory: Path | None = None) -> Path:
 
 
 def load_data(spec: BenchSpec, rep: int) -> CausalData:
+    if spec.cell is not None:
+        return spec.cell.data(rep)
     if spec.dataset == "ihdp":
         return ihdp(rep)
     return synthetic(spec.n, spec.p, seed=rep, outcome="binary")
@@ -77,7 +80,9 @@ def csna_config(spec: BenchSpec, rep: int, path: Path | None = None) -> Config:
     """The default config for this replication with the ``--set`` overrides and, for an
     ablation, its file's keys applied last: what the ablation switches off stays off whatever
     budget ``--set`` gives."""
-    if spec.dataset == "ihdp":
+    if spec.cell is not None:  # a user's table: no data preset; its missing values imputed
+        base = ["data.impute=true"] if spec.cell.knobs.missing > 0 else []
+    elif spec.dataset == "ihdp":
         base = [f"data.replication={rep}"]
     else:
         base = ["data.source=synthetic", f"data.synthetic_seed={rep}", "data.synthetic_outcome=binary",
@@ -87,7 +92,7 @@ def csna_config(spec: BenchSpec, rep: int, path: Path | None = None) -> Config:
     if path is not None:
         load_config(path)  # the file on its own must be a valid config
         items.update(_flatten(yaml.safe_load(path.read_text()) or {}))
-    return load_config(None, items)
+    return load_config(None, items, data_source=spec.cell.source if spec.cell is not None else None)
 
 
 def draw_splits(spec: BenchSpec, rep: int) -> dict[str, list[int]]:
@@ -126,6 +131,7 @@ def _fit_csna(task: Task, data: CausalData, splits: dict[str, np.ndarray]) -> tu
     run = train_run(cfg, data=data, splits=splits)
     m = core_metrics(run, data)
     keys = ["sqrt_pehe_in", "sqrt_pehe_out", "eps_ate_in", "eps_ate_out"]
+    keys += [k for k in ("eps_att_in", "eps_att_out") if k in m]
     if data.outcome_type == "binary":
         keys.append("auc_out")
         m["auc_out"] = m.get("auc_out", float("nan"))
@@ -158,6 +164,8 @@ def run_task(task: Task) -> dict[str, Any]:
     tune_malloc()
     torch.set_num_threads(1)
     row: dict[str, Any] = {"estimator": task.estimator, "replication": task.replication}
+    if task.spec.cell is not None:
+        row["cell"] = task.spec.cell.name
     try:
         with threadpool_limits(1):
             data = load_data(task.spec, task.replication)
