@@ -62,8 +62,8 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"| code | variant | seed | naive | ATT plug-in | error | ATT dr ± se | error | fit s |\n"
-          f"|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| code | variant | seed | naive | ATT plug-in | error | ATT dr ± se | error | fit s |\n"
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for seed in (int(s) for s in args.seeds.split(",")):
         df = table(seed)
         path = out / f"scm{seed}.csv"
