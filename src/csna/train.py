@@ -26,9 +26,9 @@ from .metrics import graph_connectivity
 from .model import CSNAModel
 from .phases import (PhaseResult, get_phase, lambda_factor, learning_rate, plateau_factor, set_trainable,
                      warmup_steps)
+from .propensity import Propensity, arm_shares, crossfit_weights, fit_propensity, stabilised_weights
 from .resume import (TrainingError, TrainingInterrupted, phase_checkpoint, restore_progress, signals_saved,
                      test_hook, training_state)
-from .propensity import Propensity, arm_shares, crossfit_weights, fit_propensity, stabilised_weights
 from .sources import Split, TensorSource
 
 __all__ = ["Trainer", "TrainingError", "TrainingInterrupted", "set_seed", "phase_seed"]
@@ -37,9 +37,8 @@ EVAL_BATCH = 8192  # rows per forward pass of the validation-type passes (bounde
 
 
 def set_seed(seed: int) -> None:
+    """Seed torch, numpy and Python's random (design §5: seeds fixed everywhere)."""
     import random
-
-    import numpy as np
 
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
