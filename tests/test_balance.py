@@ -12,14 +12,7 @@ import torch
 from csna import balance as L
 
 
-@pytest.fixture(autouse=True)
-def _float64_and_seed():
-    # float64 so references compare at 1e-9; restored so other test files are unaffected.
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_and_seed")
 
 
 def _mmd2_ref(a, b, hs):

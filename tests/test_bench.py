@@ -20,13 +20,7 @@ HAS_ECONML = HAS_LGBM and importlib.util.find_spec("econml") is not None
 EFFECT = 2.0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The bench's workers run one torch thread; small nets are slower with more on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def linear_problem(n=300, p=5, seed=0):

@@ -4,7 +4,6 @@ recipe, their FLOPs, and the paired tables that set csna against them."""
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.model_selection import train_test_split
 
 from csna.bench import neural_ens, peers
@@ -13,25 +12,16 @@ from csna.bench.cli import main
 from csna.bench.run import BenchSpec, csna_config, draw_splits
 from csna.data import ihdp
 from csna.ensemble import train_run
+from test_bench import linear_problem  # a sibling test module: tests/ is on sys.path under pytest
 
 TINY = {"max_epochs": 3, "n_configs": 1}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_problem(n=160, p=4, seed=0):
-    """y = x·b + 2 t + noise with confounded t; split 100 / 30 / 30."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, p))
-    t = (rng.random(n) < 1 / (1 + np.exp(-x[:, 0]))).astype(np.int64)
-    y = x @ rng.uniform(0.5, 1.5, p) + 2.0 * t + 0.3 * rng.standard_normal(n)
-    perm = rng.permutation(n)
+    """test_bench's confounded linear problem (τ = 2), split 100 / 30 / 30."""
+    x, t, y, _, _ = linear_problem(n, p, seed)
+    perm = np.random.default_rng(seed + 1).permutation(n)
     return x, t, y, {"train": np.sort(perm[:100]), "val": np.sort(perm[100:130]), "test": np.sort(perm[130:])}
 
 

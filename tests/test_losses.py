@@ -12,14 +12,7 @@ from csna import losses as L
 from csna import metrics as M
 
 
-@pytest.fixture(autouse=True)
-def _float64_and_seed():
-    # float64 so references compare at 1e-9; restored so other test files are unaffected.
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_and_seed")
 
 
 def test_factual_and_task_loss_continuous():

@@ -108,15 +108,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     execute(tasks, jobs=args.jobs, progress=not args.quiet, on_row=save)
     df = R.write_csv(rows, out / "results.csv", binary)
     R.write_markdown(df, out / "results.md", title, labels, command)
-    if failures:
-        (out / "failures.log").write_text("\n".join(f"{f['estimator']} @ {f['replication']}\n{f['traceback']}"
-                                                    for f in failures))
-    print((out / "results.md").read_text())
-    if failures:
-        print(f"csna bench: {len(failures)} fit(s) failed, see {out / 'failures.log'}; "
-              "rerun with --resume to retry them", file=sys.stderr)
-        return 1
-    return 0
+    return R.report_failures(out, failures, "csna bench")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -4,6 +4,8 @@ ensembles, paired replication by replication)."""
 
 from __future__ import annotations
 
+import sys
+
 import os
 import platform
 import tempfile
@@ -191,3 +193,18 @@ def markdown(df: pd.DataFrame, title: str, labels: dict[str, str], command: str 
 def write_markdown(df: pd.DataFrame, path: Path, title: str, labels: dict[str, str],
                    command: str | None = None) -> None:
     _atomic_write(path, markdown(df, title, labels, command))
+
+
+def report_failures(out: Path, failures: list[dict[str, Any]], command: str) -> int:
+    """Write failures.log (one entry per failed fit: where, then its traceback), print
+    results.md and, when fits failed, a one-line pointer to the log; the exit code."""
+    if failures:
+        where = [" ".join(str(f[k]) for k in ("cell", "estimator") if f.get(k) is not None)
+                 + f" @ {f['replication']}" for f in failures]
+        (out / "failures.log").write_text("\n".join(f"{w}\n{f['traceback']}" for w, f in zip(where, failures)))
+    print((out / "results.md").read_text())
+    if failures:
+        print(f"{command}: {len(failures)} fit(s) failed, see {out / 'failures.log'}; "
+              "rerun with --resume to retry them", file=sys.stderr)
+        return 1
+    return 0

@@ -26,6 +26,7 @@ import numpy as np
 from ..config import ConfigError
 from ..data import CausalData, DataError
 from . import suite_report as SR
+from .results import report_failures
 from .dgp import Knobs, generate
 from .peers import PEERS, check_installed, resolve
 from .run import BenchSpec, draw_splits, execute, split_id, tasks_for
@@ -206,15 +207,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
           file=sys.stderr)
     execute(tasks, jobs=args.jobs, progress=not args.quiet, on_row=save)
     write(final=True)
-    if failures:
-        (out / "failures.log").write_text("\n".join(f"{f.get('cell')} {f['estimator']} @ {f['replication']}\n"
-                                                    f"{f['traceback']}" for f in failures))
-    print((out / "results.md").read_text())
-    if failures:
-        print(f"csna bench suite: {len(failures)} fit(s) failed, see {out / 'failures.log'}; "
-              "rerun with --resume to retry them", file=sys.stderr)
-        return 1
-    return 0
+    return report_failures(out, failures, "csna bench suite")
 
 
 def add_suite_parser(sub) -> argparse.ArgumentParser:
