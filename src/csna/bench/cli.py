@@ -17,7 +17,7 @@ from ..config import ConfigError
 from ..data import DataError
 from . import results as R
 from .peers import INSTALL_HINT, PEERS, check_installed, resolve
-from .run import ABLATIONS, BenchSpec, ablation_path, draw_splits, execute, split_id, tasks_for
+from .run import ABLATIONS, BenchSpec, ablation_path, add_run_options, draw_splits, execute, split_id, tasks_for
 
 
 def _ablations(text: str | None) -> tuple[str, ...]:
@@ -124,12 +124,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=1,
                    help="worker processes, one replication fit each (default 1); a csna fit trains its "
                    "ensemble members on the cores left per job")
-    p.add_argument("--neural-epochs", type=int, default=None, help="cap the neural peers' epochs (quick looks)")
-    p.add_argument("--neural-configs", type=int, default=None, help="try only the first K configs of each neural grid")
-    p.add_argument("--out", required=True, help="output directory (results.csv, results.md)")
-    p.add_argument("--resume", action="store_true", help="keep the rows in --out and run only the missing ones")
-    p.add_argument("--overwrite", action="store_true", help="replace results in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_options(p, "results.csv, results.md")
 
 
 def add_subparser(subparsers) -> argparse.ArgumentParser:

@@ -215,3 +215,14 @@ def execute(tasks: list[Task], jobs: int = 1, progress: bool = True, on_row=None
     finally:
         bar.close()
     return rows
+
+
+def add_run_options(p, outputs: str) -> None:
+    """The options every bench that runs fits shares (``csna bench ihdp|synthetic|suite``):
+    the neural peers' budget, the output directory holding ``outputs``, resume/overwrite, quiet."""
+    p.add_argument("--neural-epochs", type=int, default=None, help="cap the neural peers' epochs (quick looks)")
+    p.add_argument("--neural-configs", type=int, default=None, help="try only the first K configs of each neural grid")
+    p.add_argument("--out", required=True, help=f"output directory ({outputs})")
+    p.add_argument("--resume", action="store_true", help="keep the rows in --out and run only the missing ones")
+    p.add_argument("--overwrite", action="store_true", help="replace results in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -29,7 +29,7 @@ from . import suite_report as SR
 from .results import report_failures
 from .dgp import Knobs, generate
 from .peers import PEERS, check_installed, resolve
-from .run import BenchSpec, draw_splits, execute, split_id, tasks_for
+from .run import BenchSpec, add_run_options, draw_splits, execute, split_id, tasks_for
 
 BASE = Knobs(covariates="mixed", n=500, treated_share=0.5, confounding="moderate", heterogeneity="moderate",
              outcome="gaussian")
@@ -223,11 +223,6 @@ def add_suite_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--no-csna", action="store_true", help="leave csna's own rows out")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a csna config key")
     p.add_argument("--jobs", type=int, default=1, help="worker processes, one fit each (default 1)")
-    p.add_argument("--neural-epochs", type=int, default=None, help="cap the neural peers' epochs (quick looks)")
-    p.add_argument("--neural-configs", type=int, default=None, help="try only the first K configs of each neural grid")
-    p.add_argument("--out", required=True, help="output directory (results.csv, results.md, the heat map)")
-    p.add_argument("--resume", action="store_true", help="keep the rows in --out and run only the missing ones")
-    p.add_argument("--overwrite", action="store_true", help="replace results in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_options(p, "results.csv, results.md, the heat map")
     p.set_defaults(func=cmd_suite, argv=None)
     return p
