@@ -29,9 +29,6 @@ VARIANTS = {
     "no-dis": ["phase3.lambda_dis=0", "phase4.lambda_dis=0"],
     "no-causal": [f"phase{n}.lambda_causal=0" for n in (1, 2, 3, 4)],
     "neither": ["phase3.lambda_dis=0", "phase4.lambda_dis=0"] + [f"phase{n}.lambda_causal=0" for n in (1, 2, 3, 4)],
-    # the values tuned on IHDP's tuning replications (more epochs, 10x the learning rate)
-    "tuned": ["preset=ihdp"],
-    "tuned-no-dis": ["preset=ihdp", "phase3.lambda_dis=0", "phase4.lambda_dis=0"],
 }
 EFFECT = 2.0
 

@@ -176,7 +176,7 @@ def test_impute_fills_missing_covariates():
 
 
 def test_user_arrays_get_the_config_csna_train_gives_a_user_table(tmp_path, monkeypatch):
-    """No data preset for user data, whichever door it comes through: the estimator's resolved
+    """One config for user data, whichever door it comes through: the estimator's resolved
     config equals the one `csna train --data table.csv` trains with (but for data.source)."""
     import csna.ensemble
     from csna.cli import main
@@ -201,4 +201,5 @@ def test_user_arrays_get_the_config_csna_train_gives_a_user_table(tmp_path, monk
         assert cli["data"].pop("source") == str(table)
         mine["data"].pop("source")
         assert mine == cli
-    assert mine["phase1"]["lr"] == CSNAEstimator(preset="none")._resolve().phase1.lr
+    with pytest.raises(ConfigError, match="'preset' is gone"):
+        CSNAEstimator(preset="ihdp")

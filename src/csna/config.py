@@ -1,4 +1,4 @@
-"""Configuration: dataclasses, YAML loading, presets and ``--set`` overrides.
+"""Configuration: dataclasses, YAML loading and ``--set`` overrides.
 
 Keys are strict: an unknown key or a value of the wrong type raises ``ConfigError``
 naming the key (and the nearest valid one), so a typo never silently falls back to
@@ -49,13 +49,13 @@ class DataConfig:
 class ModelConfig:
     k: int = 8  # latent causal nodes
     d: int = 32  # node width
-    hidden: int = 128  # encoder trunk width
+    hidden: int = 256  # encoder trunk width
     encoder_layers: int = 2
     lattice_layers: int = 2
     attention_blocks: int = 2
     heads: int = 4
     mlp_ratio: int = 2
-    head_hidden: int = 64  # width of the outcome heads
+    head_hidden: int = 128  # width of the outcome heads
     dropout: float = 0.0
     tau: float = 0.1  # soft threshold of the adjacency
     edge_eps: float = 0.25  # A_ij > edge_eps (dominant direction) counts as an edge for causal distance
@@ -72,10 +72,12 @@ class ModelConfig:
 
 @dataclass
 class PhaseConfig:
-    epochs: int = 10
+    # -1: from ``steps`` and the table's training rows (csna.schedule); 0 skips the phase
+    epochs: int = -1
+    steps: int = 320  # optimizer steps at 500 training rows, when epochs is -1 (csna.schedule)
     min_epochs: int = 1
-    lr: float = 1e-4
-    warmup_steps: int = 500
+    lr: float = 5e-4
+    warmup_steps: int = 50
     warmup_max_fraction: float = 0.1  # on small data warm-up is capped at this fraction of the phase
     scheduler: str = "cosine"  # cosine | plateau | none
     lambda_causal: float = 0.5
@@ -89,8 +91,9 @@ class PhaseConfig:
 
 @dataclass
 class Phase1Config(PhaseConfig):
-    epochs: int = 10
-    min_epochs: int = 5
+    steps: int = 480
+    min_epochs: int = 30
+    lr: float = 1e-3
     z_tolerance: float = 0.02  # relative change of mean/cov of z on the probe batch
 
 
@@ -103,7 +106,7 @@ class Phase2Config(PhaseConfig):
 class FullLossPhaseConfig(PhaseConfig):
     """Phases 3 and 4 run the whole model under the full L_total at the seed's later rate."""
 
-    lr: float = 5e-5
+    lr: float = 2.5e-4
     lambda_geometric: float = 0.25
     lambda_dc: float = 0.2
     lambda_dis: float = 0.5
@@ -121,6 +124,8 @@ class Phase3Config(FullLossPhaseConfig):
 
 @dataclass
 class Phase4Config(FullLossPhaseConfig):
+    lr: float = 1e-3
+    warmup_steps: int = 20
     # lr is the actor's learning rate (and the backbone's when finetune_backbone is on)
     eta: float = 0.05  # price of running every block, in phase4.loss_unit
     # keep only controllers that move the validation rows' average effect by at most this
@@ -202,7 +207,6 @@ class Config:
     phase3: Phase3Config = field(default_factory=Phase3Config)
     phase4: Phase4Config = field(default_factory=Phase4Config)
     log: LogConfig = field(default_factory=LogConfig)
-    preset: str = "auto"  # auto (by data.source) | none | ihdp | synthetic
 
     def phase(self, n: int) -> PhaseConfig:
         return getattr(self, f"phase{n}")
@@ -216,7 +220,6 @@ VALID = {
     "model.positional": ("causal", "sequence", "none"),
     "scheduler": ("cosine", "plateau", "none"),
     "lambda_schedule": ("constant", "linear", "cosine"),
-    "preset": ("auto", "none", "ihdp", "synthetic"),
     "phase4.loss_unit": ("train", "val", "outcome"),
     "train.precision": ("fp32", "bf16"),
     "train.discrepancy": ("mmd", "wasserstein"),
@@ -295,13 +298,15 @@ def ablation_dir() -> Path:
 
 
 def default_yaml() -> dict[str, Any]:
-    """The shipped ``configs/default.yaml``: every key with its default, plus ``presets``."""
+    """The shipped ``configs/default.yaml``: every key with its default."""
     text = resources.files("csna").joinpath("configs/default.yaml").read_text()
     return yaml.safe_load(text) or {}
 
 
-def _presets() -> dict[str, dict[str, Any]]:
-    return default_yaml().get("presets", {})
+# Data-set presets were removed (issue 17): one set of defaults, with phase lengths that follow
+# the table's size (csna.schedule), holds for every table.
+PRESET_GONE = ("config key 'preset' is gone: csna has one set of defaults for every table, with phase "
+               "lengths that follow the number of training rows (phaseN.steps; docs/configuration.md)")
 
 
 def validate(cfg: Config) -> None:
@@ -312,8 +317,6 @@ def validate(cfg: Config) -> None:
             val = getattr(getattr(cfg, sec), name)
             if val not in choices:
                 raise ConfigError(f"config key '{key}' must be one of {choices}, got {val!r}")
-    if cfg.preset not in VALID["preset"]:
-        raise ConfigError(f"config key 'preset' must be one of {VALID['preset']}, got {cfg.preset!r}")
     for n in (1, 2, 3, 4):
         ph = cfg.phase(n)
         for name in ("scheduler", "lambda_schedule"):
@@ -324,8 +327,10 @@ def validate(cfg: Config) -> None:
                 )
         if ph.lr <= 0:
             raise ConfigError(f"config key 'phase{n}.lr' must be positive, got {ph.lr}")
-        if ph.epochs < 0 or ph.min_epochs < 0 or ph.warmup_steps < 0:
-            raise ConfigError(f"config keys 'phase{n}.epochs/min_epochs/warmup_steps' must be >= 0")
+        if ph.epochs < -1:
+            raise ConfigError(f"config key 'phase{n}.epochs' must be >= 0, or -1 (from steps), got {ph.epochs}")
+        if ph.steps < 0 or ph.min_epochs < 0 or ph.warmup_steps < 0:
+            raise ConfigError(f"config keys 'phase{n}.steps/min_epochs/warmup_steps' must be >= 0")
         for lam in ("lambda_causal", "lambda_geometric", "lambda_dc", "lambda_dis", "lambda_stable"):
             if getattr(ph, lam) < 0:
                 raise ConfigError(f"config key 'phase{n}.{lam}' must be >= 0, got {getattr(ph, lam)}")
@@ -385,7 +390,7 @@ def load_config(
     overrides: list[str] | dict[str, Any] | None = None,
     data_source: str | None = None,
 ) -> Config:
-    """Build a Config: defaults, then the data preset, then the file, then overrides.
+    """Build a Config: defaults, then the file, then overrides.
 
     Args:
         path: optional YAML file with any subset of the keys.
@@ -404,30 +409,13 @@ def load_config(
             raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
         if not isinstance(file_values, dict):
             raise ConfigError(f"config file {p} must hold a mapping of sections")
-        file_values = dict(file_values)
-        file_values.pop("presets", None)  # preset definitions, read from the shipped default.yaml
     items: list[tuple[str, Any]] = []
     if isinstance(overrides, dict):
         items = list(overrides.items())
     elif overrides:
         items = [parse_override(o) for o in overrides]
-
-    # The preset is chosen after reading the source and the preset key from every layer.
-    probe = Config()
-    _apply(probe, {k: v for k, v in file_values.items() if k in ("data", "preset")})
-    for key, value in items:
-        if key.startswith("data.") or key == "preset":
-            _apply(probe, _nest(key, value))
-    if data_source is not None:
-        probe.data.source = data_source
-    preset = probe.preset
-    if preset == "auto":
-        preset = probe.data.source if probe.data.source in ("ihdp", "synthetic") else "none"
-    if preset != "none":
-        presets = _presets()
-        if preset not in presets:
-            raise ConfigError(f"unknown preset '{preset}' (valid: {', '.join(presets)})")
-        _apply(cfg, presets[preset])
+    if "preset" in file_values or "presets" in file_values or any(k == "preset" for k, _ in items):
+        raise ConfigError(PRESET_GONE)
     _apply(cfg, file_values)
     for key, value in items:
         _apply(cfg, _nest(key, value))
@@ -440,6 +428,8 @@ def load_config(
 def config_from_dict(values: dict[str, Any]) -> Config:
     """Rebuild a resolved config (from a checkpoint or config.yaml) exactly."""
     cfg = Config()
+    # Runs saved before presets were removed record the preset they resolved (already applied).
+    values = {k: v for k, v in values.items() if k != "preset"}
     _apply(cfg, values)
     validate(cfg)
     return cfg

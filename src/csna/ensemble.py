@@ -34,6 +34,7 @@ from .perf import tune_malloc
 from .phases import PHASES
 from .prepare import (Prepared, build_model, check_splits, fit_preparation, load_data, missing_counts,
                       prepare_stream, select_device, split_data, stream_requested, to_split)
+from .schedule import resolve_schedule
 from .resume import check_resumable, resume_state
 from .rundir import (SPLITS_FILE, Run, add_member_times, check_preprocessing, check_run_dir, is_run_dir,
                      load_run, member_dir, open_run_dir, read_splits, write_history, write_setup)
@@ -252,6 +253,8 @@ def train_member(cfg: Config, data: CausalData | None = None, run_dir: str | Pat
         prep = prep or fit_preparation(cfg, data, splits["train"])
     if resume and rd is not None:
         check_preprocessing(rd, prep)
+    # Phase lengths from the training rows (csna.schedule); config.yaml records the result.
+    cfg = resolve_schedule(cfg, train_source.n_train if streamed else len(splits["train"]))
     set_seed(cfg.train.seed)
     model = build_model(prep, cfg, device)
     if state is not None:

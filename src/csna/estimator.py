@@ -5,11 +5,11 @@ Shape alphabet: n rows, p covariates, K treatments.
 Config overrides are keyword arguments in which ``__`` stands for the dot of a config key::
 
     CSNAEstimator(phase1__epochs=5, train__seed=1)        # phase1.epochs=5, train.seed=1
-    CSNAEstimator("my.yaml", model__k=4, preset="none")
+    CSNAEstimator("my.yaml", model__k=4)
 
 They are applied on top of ``config``: a ``Config`` (used as it is), a YAML path, or None. A path
 or None is resolved exactly as ``csna train --data table.csv`` resolves it for a user table
-(defaults, no data preset unless ``preset`` names one, the file, the overrides). An unknown key
+(defaults, the file, the overrides). An unknown key
 or a bad value raises ``ConfigError`` when the estimator is built. The ``data.*`` keys that name a
 source (source, treatment, outcome, covariates, replication, synthetic_*) are not used: ``fit``
 takes the data, and the fitted config records ``data.source: in-memory``.
@@ -79,7 +79,7 @@ class CSNAEstimator:
                 return cfg
             if self.config is not None and not isinstance(self.config, (str, Path)):
                 raise ConfigError(f"config must be a Config, a YAML path or None, got {type(self.config).__name__}")
-            # User data gets what `csna train --data table.csv` gets: no data preset unless asked.
+            # Arrays get what `csna train --data table.csv` gets.
             return load_config(self.config, flat, data_source=IN_MEMORY)
         except ConfigError as exc:
             dotted = {k.replace("__", "."): k for k in self._overrides}

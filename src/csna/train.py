@@ -29,6 +29,7 @@ from .phases import (PhaseResult, get_phase, lambda_factor, learning_rate, plate
 from .propensity import Propensity, arm_shares, crossfit_weights, fit_propensity, stabilised_weights
 from .resume import (TrainingError, TrainingInterrupted, phase_checkpoint, restore_progress, signals_saved,
                      test_hook, training_state)
+from .schedule import resolve_schedule
 from .sources import Split, TensorSource
 
 __all__ = ["Trainer", "TrainingError", "TrainingInterrupted", "set_seed", "phase_seed"]
@@ -76,7 +77,10 @@ class Trainer:
                  run_dir: Path | None = None, logger: RunLogger | None = None,
                  meta: dict[str, Any] | None = None, progress: Callable | None = None):
         """``train``: a ``Split`` held in memory, or any batch source with the methods of
-        ``TensorSource`` (e.g. a stream over a table larger than memory)."""
+        ``TensorSource`` (e.g. a stream over a table larger than memory). Automatic phase
+        lengths in ``cfg`` are resolved for its rows (csna.schedule; ``train_member`` has
+        done so already, for config.yaml)."""
+        cfg = resolve_schedule(cfg, len(train) if isinstance(train, Split) else train.n_train)
         self.model, self.cfg, self.val = model, cfg, val
         # L_causal's reference reweights the units that received t by P(T = t)/ê_t(x), with ê
         # cross-fitted and never read from the balanced representation (csna.propensity).

@@ -80,7 +80,7 @@ def csna_config(spec: BenchSpec, rep: int, path: Path | None = None) -> Config:
     """The default config for this replication with the ``--set`` overrides and, for an
     ablation, its file's keys applied last: what the ablation switches off stays off whatever
     budget ``--set`` gives."""
-    if spec.cell is not None:  # a user's table: no data preset; its missing values imputed
+    if spec.cell is not None:  # a user's table: its missing values imputed
         base = ["data.impute=true"] if spec.cell.knobs.missing > 0 else []
     elif spec.dataset == "ihdp":
         base = [f"data.replication={rep}"]

@@ -6,9 +6,9 @@ replication r is ``dgp.generate(knobs, cell_seed(name, r))``. Replications 0–9
 reported seeds; defaults are chosen on seeds ≥ 1000 only (``--start 1000``).
 
 Every estimator of a cell sees the same rows and csna's own split of them, drawn as for a user's
-table (``csna_config`` of a suite spec: no data preset, ``data.impute`` where values are
-missing); the fits run through ``csna bench``'s own machinery (``run.execute``), one task per
-(cell, estimator, replication), and a failed fit is reported, not fatal.
+table (``csna_config`` of a suite spec: ``data.impute`` where values are missing); the fits
+run through ``csna bench``'s own machinery (``run.execute``), one task per (cell, estimator,
+replication), and a failed fit is reported, not fatal.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Cell:
 
     @property
     def source(self) -> str:
-        """csna's ``data.source`` for this cell: a name, as a user's table has (no preset)."""
+        """csna's ``data.source`` for this cell: a name, as a user's table has."""
         return f"suite/{self.name}.csv"
 
     def data(self, rep: int) -> CausalData:
@@ -183,7 +183,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
         "cells": [{"name": c.name, "varies": c.varies, "knobs": asdict(c.knobs), "skip": list(c.skip),
                    "estimators": (["csna"] if s.csna else []) + list(s.peers)} for c, s in zip(cells, specs)]},
         indent=2))
-    labels = {"csna": "csna, default config, run as on a user's table (no data preset)"} | \
+    labels = {"csna": "csna, default config, run as on a user's table"} | \
         {n: p.label for n, p in PEERS.items()}
     order = [c.name for c in cells]
     failures: list[dict] = []
