@@ -6,7 +6,7 @@ difference of means is about 7. For each variant, `csna train --data table.csv` 
 `csna predict` on the same table; the plug-in ATT is the mean of `ite` over the treated rows
 (what a user who averages `ite` gets), the doubly-robust ATT is metrics.json's `att_dr`.
 
-    python benchmarks/confounded_scm.py --out /tmp/scm [--seeds 0,1] [--variants default,no-dis]
+    python benchmarks/confounded_scm.py --out /tmp/scm [--seeds 0,1] [--variants default,dis]
 
 ``--csna "python -m csna"`` (default) runs the installed csna; set PYTHONPATH to run another
 checkout (the previous commit's code, for a before/after table).
@@ -25,10 +25,11 @@ import numpy as np
 import pandas as pd
 
 VARIANTS = {
-    "default": [],
-    "no-dis": ["phase3.lambda_dis=0", "phase4.lambda_dis=0"],
+    "default": [],  # λ_Dis 0 since Session 8
+    "dis": ["phase3.lambda_dis=0.5", "phase4.lambda_dis=0.5"],  # the seed's MMD balancing, as before
     "no-causal": [f"phase{n}.lambda_causal=0" for n in (1, 2, 3, 4)],
-    "neither": ["phase3.lambda_dis=0", "phase4.lambda_dis=0"] + [f"phase{n}.lambda_causal=0" for n in (1, 2, 3, 4)],
+    "dis-no-causal": ["phase3.lambda_dis=0.5", "phase4.lambda_dis=0.5"]
+    + [f"phase{n}.lambda_causal=0" for n in (1, 2, 3, 4)],
 }
 EFFECT = 2.0
 
@@ -53,7 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--seeds", default="0")
-    ap.add_argument("--variants", default="default,no-dis")
+    ap.add_argument("--variants", default="default,dis")
     ap.add_argument("--csna", default="python -m csna", help="the command that runs csna")
     ap.add_argument("--label", default="", help="a name for this checkout in the table")
     args = ap.parse_args()

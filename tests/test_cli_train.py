@@ -43,7 +43,9 @@ def test_tensorboard_has_the_seed_scalars(tmp_path, tiny_overrides):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     rd = tmp_path / "run"
-    assert main(["train", "--out", str(rd), "--quiet", "--no-figures"] + _tiny(tiny_overrides)) == 0
+    # L_Dis is off by default; a term is logged when it is on.
+    assert main(["train", "--out", str(rd), "--quiet", "--no-figures", "--set", "phase3.lambda_dis=0.5"]
+                + _tiny(tiny_overrides)) == 0
     ea = EventAccumulator(str(rd / "tb"), size_guidance={"scalars": 0, "histograms": 0})
     ea.Reload()
     tags = set(ea.Tags()["scalars"])
