@@ -104,7 +104,7 @@ class Phase2Config(PhaseConfig):
 
 @dataclass
 class FullLossPhaseConfig(PhaseConfig):
-    """Phases 3 and 4 run the whole model under the full L_total at the seed's later rate."""
+    """Phases 3 and 4 run the whole model under the full L_total."""
 
     lr: float = 2.5e-4
     lambda_geometric: float = 0.25
@@ -309,7 +309,7 @@ def default_yaml() -> dict[str, Any]:
 # Data-set presets were removed (issue 17): one set of defaults, with phase lengths that follow
 # the table's size (csna.schedule), holds for every table.
 PRESET_GONE = ("config key 'preset' is gone: csna has one set of defaults for every table, with phase "
-               "lengths that follow the number of training rows (phaseN.steps; docs/configuration.md)")
+               "lengths that follow the number of training rows (phaseN.steps; README, Configuration)")
 
 
 def validate(cfg: Config) -> None:
