@@ -48,7 +48,7 @@ def test_the_ensemble_is_the_mean_of_its_members_trained_alone(pair):
     alone = [predict_features(train_member(load_config(None, TINY + [f"train.seed={s}", "train.ensemble=1"]),
                                            splits=sp, prep=run.prep), x)["mu"] for s, sp in zip((42, 43), splits)]
     assert np.abs(alone[0] - alone[1]).max() > 1e-3  # the seeds differ, so the mean is not either one
-    got = predict_features(run, x)
+    got = predict_features(run, x, shrink=False)  # the shrinkage: tests/test_shrink.py
     np.testing.assert_allclose(got["mu"], (alone[0] + alone[1]) / 2, rtol=1e-5, atol=1e-5)
     assert got["gates"].shape == (len(x), 2 * run.model.n_blocks)  # each member's own gates, side by side
 

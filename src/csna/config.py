@@ -190,6 +190,9 @@ class TrainConfig:
     # Processes that train the members at once (each with train.threads torch threads): 0 = as
     # many as there are members and CPU cores, 1 = one after another. Same results either way.
     ensemble_workers: int = 0
+    # After training, scale τ̂(x) about its mean by the λ in [0, 1] that the R-loss of the rows
+    # held out from the members picks (csna.shrink, docs/architecture.md); "none" keeps τ̂.
+    effect_shrink: str = "rloss"
 
 
 @dataclass
@@ -226,6 +229,7 @@ VALID = {
     "phase4.loss_unit": ("train", "val", "outcome"),
     "train.precision": ("fp32", "bf16"),
     "train.discrepancy": ("mmd", "wasserstein"),
+    "train.effect_shrink": ("rloss", "none"),
 }
 
 

@@ -15,13 +15,13 @@ Shape alphabet: n rows, K treatments, M ensemble members.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .data import CausalData
-from .predict import predict_features
+from .predict import member_predictions
 from .propensity import crossfit_propensity
 from .rundir import Run
 
@@ -134,45 +134,74 @@ def member_train_rows(run: Run, data: CausalData) -> list[np.ndarray] | None:
     return rows
 
 
-def dr_effects(run: Run, data: CausalData, t1: int = 1, t0: int = 0) -> dict[str, Any]:
-    """Doubly-robust ATE and ATT of arm ``t1`` against ``t0``, cross-fitted, with stderrs.
+@dataclass
+class HeldOut:
+    """The non-test rows of a run that have a held-out μ̂, with the nuisances of a doubly-robust
+    or R-loss estimate: ``rows`` (n_r,) indices into the data, ``x`` (n_r, p) features,
+    ``mu`` (n_r, K) mean prediction of the members that did not train on the row, without the
+    effect shrinkage, ``mu_all`` (n_r, K) the mean of all members, ``t`` (n_r,) received
+    treatment, ``y`` (n_r,) outcome (P(Y = 1) scale for a binary one)."""
+
+    rows: np.ndarray
+    x: np.ndarray
+    mu: np.ndarray
+    mu_all: np.ndarray
+    t: np.ndarray
+    y: np.ndarray
+
+    def propensity(self, K: int, seed: int) -> np.ndarray:
+        """(n_r, K) ê cross-fitted on these rows (``crossfit_propensity``)."""
+        return crossfit_propensity(self.x, self.t, K, seed=seed)
+
+
+def held_out(run: Run, data: CausalData) -> HeldOut | None:
+    """``HeldOut`` of ``run`` on ``data``; None when the members' training rows are unknown.
 
     Rows: the non-test rows of the run whose μ̂ has a member that did not train on them (all
-    rows of new data). μ̂ (outcome units; P(Y = 1) for a binary outcome) is the mean of those
-    members (each with its own gates); ê comes from ``crossfit_propensity`` over the same rows
-    (seed ``train.seed``).
-
-    Returns:
-        ate_dr, ate_dr_se, att_dr, att_dr_se, dr_rows and, with the truth (``data.mu``),
-        eps_ate_dr and eps_att_dr against the true ATE / ATT over the same rows; {} when the
-        members' training rows are unknown.
+    rows of new data), each member with its own gates.
     """
     train_rows = member_train_rows(run, data)
     if train_rows is None:
-        return {}
+        return None
     test = np.asarray(run.splits["test"] if run.splits is not None else [], dtype=np.int64)
     candidate = np.setdiff1d(np.arange(data.n), test) if len(test) < data.n else np.arange(data.n)
     x = run.prep.features(data.X.iloc[candidate])  # (n_c, p)
-    members_mu = [predict_features(replace(m, members=[]), x, gates=True)["mu"] for m in run.all_members()]
+    members_mu = [p["mu"] for p in member_predictions(run, x, gates=True)]
     # Training rows as positions within ``candidate`` (the test rows are held out for everyone).
     pos = np.full(data.n, -1, dtype=np.int64)
     pos[candidate] = np.arange(len(candidate))
     local = [pos[r][pos[r] >= 0] for r in train_rows]
     mu, mask = out_of_fold_mu(members_mu, local, len(candidate))
     rows = candidate[mask]
-    out: dict[str, Any] = {"dr_rows": int(len(rows))}
-    T = data.T[rows].astype(np.int64)
-    if not ((T == t1).any() and (T == t0).any()):
+    return HeldOut(rows, x[mask], mu[mask], np.mean(members_mu, axis=0)[mask], data.T[rows].astype(np.int64),
+                   data.Y[rows].astype(np.float64))
+
+
+def dr_effects(run: Run, data: CausalData, t1: int = 1, t0: int = 0) -> dict[str, Any]:
+    """Doubly-robust ATE and ATT of arm ``t1`` against ``t0``, cross-fitted, with stderrs.
+
+    Rows and μ̂ (outcome units; P(Y = 1) for a binary outcome): ``held_out``; ê comes from
+    ``crossfit_propensity`` over the same rows (seed ``train.seed``).
+
+    Returns:
+        ate_dr, ate_dr_se, att_dr, att_dr_se, dr_rows and, with the truth (``data.mu``),
+        eps_ate_dr and eps_att_dr against the true ATE / ATT over the same rows; {} when the
+        members' training rows are unknown.
+    """
+    ho = held_out(run, data)
+    if ho is None:
+        return {}
+    out: dict[str, Any] = {"dr_rows": int(len(ho.rows))}
+    if not ((ho.t == t1).any() and (ho.t == t0).any()):
         return {**out, "ate_dr": None, "ate_dr_se": None, "att_dr": None, "att_dr_se": None}
-    e = crossfit_propensity(x[mask], T, data.n_treatments, seed=run.cfg.train.seed)  # (n_r, K)
-    t = np.where(T == t1, 1, np.where(T == t0, 0, -1))
-    y = data.Y[rows].astype(np.float64)
-    mu = mu[mask]
-    ate, ate_se = aipw_ate(y, t, mu[:, t0], mu[:, t1], e[:, t1], e[:, t0])
-    att, att_se = aipw_att(y, t, mu[:, t0], e[:, t1], e[:, t0])
+    e = ho.propensity(data.n_treatments, run.cfg.train.seed)  # (n_r, K)
+    t = np.where(ho.t == t1, 1, np.where(ho.t == t0, 0, -1))
+    mu = ho.mu
+    ate, ate_se = aipw_ate(ho.y, t, mu[:, t0], mu[:, t1], e[:, t1], e[:, t0])
+    att, att_se = aipw_att(ho.y, t, mu[:, t0], e[:, t1], e[:, t0])
     out.update(ate_dr=ate, ate_dr_se=ate_se, att_dr=att, att_dr_se=att_se)
     if data.mu is not None:
-        tau = data.mu[rows, t1] - data.mu[rows, t0]  # (n_r,)
+        tau = data.mu[ho.rows, t1] - data.mu[ho.rows, t0]  # (n_r,)
         out["eps_ate_dr"] = abs(ate - float(tau.mean()))
         out["eps_att_dr"] = abs(att - float(tau[t == 1].mean()))
     return out

@@ -35,9 +35,12 @@ from .phases import PHASES
 from .prepare import (Prepared, build_model, check_splits, fit_preparation, load_data, missing_counts,
                       prepare_stream, select_device, split_data, stream_requested, to_split)
 from .schedule import resolve_schedule
+from .shrink import fit_effect_scale
+from .dr import held_out
 from .resume import check_resumable, resume_state
 from .rundir import (SPLITS_FILE, Run, add_member_times, check_preprocessing, check_run_dir, is_run_dir,
-                     load_run, member_dir, open_run_dir, read_splits, write_history, write_setup)
+                     load_run, member_dir, open_run_dir, read_splits, write_effect_scale, write_history,
+                     write_setup)
 from .train import Trainer, TrainingError, set_seed
 
 
@@ -102,6 +105,12 @@ def train_run(cfg: Config, data: CausalData | None = None, run_dir: str | Path |
     finally:
         if pool is not None:
             pool.close()
+    if cfg.train.effect_shrink != "none" and not streamed:
+        ho = held_out(run, run.data)
+        run.effect_scale = None if ho is None else fit_effect_scale(
+            ho, run.prep.n_treatments, run.prep.outcome_type, cfg.train.seed)
+        if run.run_dir is not None and dist_current().is_main:
+            write_effect_scale(run.run_dir, run.effect_scale)
     if run.members:
         each = [float(m.fit_seconds) for m in run.all_members()]
         run.fit_seconds = sum(each)

@@ -35,7 +35,7 @@ from .ensemble import train_run
 from .perf import tune_malloc
 from .phases import PHASES
 from .predict import predict_features, select_covariates
-from .rundir import PREPROCESS_FILE, SPLITS_FILE, Run, environment, load_run, member_dir
+from .rundir import PREPROCESS_FILE, SPLITS_FILE, Run, environment, load_run, member_dir, write_effect_scale
 from .splits import base_split_seed
 
 IN_MEMORY = "in-memory"
@@ -272,6 +272,7 @@ class CSNAEstimator:
             CheckpointError: the directory already holds a checkpoint of another phase.
         """
         rd = _save_run(self._fitted(), Path(path))
+        write_effect_scale(rd, self.run_.effect_scale)
         for j, member in enumerate(self.run_.members, start=1):
             _save_run(member, member_dir(rd, j))
         return rd

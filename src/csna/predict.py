@@ -11,6 +11,7 @@ import torch
 
 from .data import DataError
 from .rundir import Run
+from .shrink import apply_effect_scale
 
 
 def select_covariates(run: Run, X: pd.DataFrame, where: str = "the data") -> pd.DataFrame:
@@ -43,22 +44,35 @@ def select_covariates(run: Run, X: pd.DataFrame, where: str = "the data") -> pd.
 
 
 @torch.no_grad()
-def predict_features(run: Run, x: np.ndarray, gates: bool = True, batch_size: int = 4096) -> dict[str, np.ndarray]:
+def predict_features(run: Run, x: np.ndarray, gates: bool = True, batch_size: int = 4096,
+                     shrink: bool = True) -> dict[str, np.ndarray]:
     """Args: x (n, p) preprocessed features; ``gates`` uses the Meta Utility Layer's hard gates
-    when phase 4 was trained (``False`` runs every block).
+    when phase 4 was trained (``False`` runs every block); ``shrink`` applies the run's effect
+    shrinkage (``csna.shrink``, ``train.effect_shrink``) when it has one.
 
     Returns: ``mu`` (n, K) expected outcome under each treatment (P(Y=1) for a binary outcome,
     the expected class index for multiclass), ``probs`` (n, K, C) for classification,
     ``propensity`` (n, K), ``gates`` (n, M·n_blocks) when gated, member by member.
 
     A seed ensemble (M = ``train.ensemble`` members) predicts the mean of its members' ``mu``,
-    ``probs`` and ``propensity``; each member runs its own gates.
+    ``probs`` and ``propensity``; each member runs its own gates. The shrinkage then scales
+    each effect μ̂_k − μ̂_0 about its centre, keeping Σ_t ê_t μ̂_t (``apply_effect_scale``).
     """
-    parts = [_predict_member(m, x, gates, batch_size) for m in run.all_members()]
+    parts = member_predictions(run, x, gates, batch_size)
     res = {k: np.mean([p[k] for p in parts], axis=0) for k in ("mu", "propensity", "probs") if k in parts[0]}
     if all("gates" in p for p in parts):
         res["gates"] = np.concatenate([p["gates"] for p in parts], axis=1)
+    if shrink and run.effect_scale is not None:
+        res.update(apply_effect_scale(run.effect_scale, res["mu"], res["propensity"], run.prep.outcome_type))
     return res
+
+
+@torch.no_grad()
+def member_predictions(run: Run, x: np.ndarray, gates: bool = True,
+                       batch_size: int = 4096) -> list[dict[str, np.ndarray]]:
+    """``predict_features`` of each member of ``run`` on its own, first member first, without
+    the ensemble's effect shrinkage."""
+    return [_predict_member(m, x, gates, batch_size) for m in run.all_members()]
 
 
 def _predict_member(run: Run, x: np.ndarray, gates: bool, batch_size: int) -> dict[str, np.ndarray]:

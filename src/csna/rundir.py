@@ -27,6 +27,7 @@ from .data import CausalData, DataError
 from .model import CSNAModel
 from .phases import PHASES
 from .prepare import Prepared, build_model, select_device
+from .shrink import EFFECT_SCALE_FILE
 
 if TYPE_CHECKING:  # only an annotation: loading a run does not need the training loop
     from .phases import PhaseResult
@@ -116,6 +117,9 @@ class Run:
     fit_seconds: float | None = None
     # NaN/Inf values filled with training medians, per covariate column (data.impute).
     imputed: dict[str, int] = field(default_factory=dict)
+    # The ensemble's effect shrinkage (csna.shrink; effect_scale.json), applied by
+    # predict_features; None: τ̂ as the members predict it.
+    effect_scale: dict[str, Any] | None = None
 
     @property
     def gated(self) -> bool:
@@ -151,6 +155,15 @@ def write_history(rd: Path, results: dict[int, PhaseResult], imputed: dict[str, 
                                                "skipped_batches": {str(k): v.skipped for k, v in
                                                                    sorted(results.items())},
                                                "time_fit_s": fit_seconds}, indent=2))
+
+
+def write_effect_scale(rd: Path, es: dict[str, Any] | None) -> None:
+    """effect_scale.json: the shrinkage ``predict_features`` applies; removed when there is none."""
+    path = rd / EFFECT_SCALE_FILE
+    if es is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(json.dumps(es, indent=2))
 
 
 def add_member_times(rd: Path, total: float, each: list[float]) -> None:
@@ -238,6 +251,8 @@ def load_run(run_dir: str | Path, device: str = "auto") -> Run:
     if (rd / SPLITS_FILE).is_file():
         splits = {k: np.asarray(v, dtype=np.int64) for k, v in json.loads((rd / SPLITS_FILE).read_text()).items()}
     run = Run(cfg, model, prep, splits, None, rd, None, tuple(found))
+    if (rd / EFFECT_SCALE_FILE).is_file():
+        run.effect_scale = json.loads((rd / EFFECT_SCALE_FILE).read_text())
     for j in range(1, cfg.train.ensemble):
         md = member_dir(rd, j)
         if not any((md / ph.checkpoint).is_file() for ph in PHASES.values()):

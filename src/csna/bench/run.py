@@ -135,7 +135,37 @@ def _fit_csna(task: Task, data: CausalData, splits: dict[str, np.ndarray]) -> tu
     if data.outcome_type == "binary":
         keys.append("auc_out")
         m["auc_out"] = m.get("auc_out", float("nan"))
-    return {k: float(m[k]) for k in keys}, split_indices_of(run, data)["test"]
+    row = {k: float(m[k]) for k in keys}
+    test = split_indices_of(run, data)["test"]
+    row.update(interval_columns(run, data, test))
+    return row, test
+
+
+def interval_columns(run, data: CausalData, test: np.ndarray) -> dict[str, float]:
+    """The doubly-robust ATE / ATT with standard errors, whether their 95% intervals hold the
+    truth (1/0), and the share of test rows whose pointwise 95% interval holds τ(x)
+    (``csna.inference``): what ``benchmarks/RESULTS.md``'s coverage tables count."""
+    from ..dr import dr_effects
+    from ..inference import effect_stderr
+    from ..predict import predict_features
+
+    out: dict[str, float] = {}
+    if data.n_treatments != 2 or data.mu is None:
+        return out
+    dr = dr_effects(run, data)
+    for k in ("ate_dr", "ate_dr_se", "att_dr", "att_dr_se", "eps_ate_dr", "eps_att_dr"):
+        out[k] = float("nan") if dr.get(k) is None else float(dr[k])
+    for a in ("ate", "att"):
+        out[f"{a}_dr_covered"] = float(out[f"eps_{a}_dr"] <= 1.959964 * out[f"{a}_dr_se"])
+    if len(test):
+        x = run.prep.features(data.X.iloc[test])
+        mu = predict_features(run, x)["mu"]
+        se = effect_stderr(run, x)
+        err = np.abs((mu[:, 1] - mu[:, 0]) - (data.mu[test, 1] - data.mu[test, 0]))
+        ok = np.isfinite(se).all()  # one member: no spread, no interval
+        out["cate_covered_out"] = float(np.mean(err <= 1.959964 * se)) if ok else float("nan")
+        out["cate_se_out"] = float(np.mean(se)) if ok else float("nan")
+    return out
 
 
 def _fit_peer(task: Task, data: CausalData, splits: dict[str, np.ndarray]) -> tuple[dict[str, float], np.ndarray]:

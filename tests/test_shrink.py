@@ -1,0 +1,129 @@
+"""Effect shrinkage (csna.shrink): the R-loss scale against a numerical minimiser, its behaviour
+on effects that are pure noise and on effects that are right, the shrunk predictions'
+invariants, and a trained run that writes, reloads and applies it."""
+
+import json
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize_scalar
+
+from csna.shrink import EFFECT_SCALE_FILE, apply_effect_scale, rloss_scale
+
+
+def rloss(lam, y, t, mu0, mu1, e1, c):
+    """The R-loss written out, as the module's docstring defines it (slow, obvious)."""
+    e1 = np.clip(e1, 0.01, 0.99)
+    m = e1 * mu1 + (1 - e1) * mu0
+    return float(np.sum(((y - m) - (t - e1) * (c + lam * ((mu1 - mu0) - c))) ** 2))
+
+
+def confounded(n, rng, tau_fn):
+    x = rng.normal(size=(n, 3))
+    e = 1 / (1 + np.exp(-(0.8 * x[:, 0] - 0.5 * x[:, 1])))
+    t = (rng.random(n) < e).astype(float)
+    mu0 = x[:, 0] + 0.5 * x[:, 2] ** 2
+    tau = tau_fn(x)
+    y = mu0 + t * tau + rng.normal(size=n)
+    return x, t, y, e, mu0, tau
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_on_gaussian_outcomes_it_is_the_bounded_minimiser_of_the_r_loss(seed):
+    rng = np.random.default_rng(seed)
+    x, t, y, e, mu0, tau = confounded(400, rng, lambda x: 1 + x[:, 1])
+    noisy_tau = tau + rng.normal(scale=rng.uniform(0.1, 3), size=len(t))
+    c = float(noisy_tau.mean())
+    args = (y, t, mu0, mu0 + noisy_tau, e, c)
+    ref = minimize_scalar(rloss, bounds=(0, 1), args=args, method="bounded", options={"xatol": 1e-10}).x
+    assert rloss_scale(*args[:5], c) == pytest.approx(ref, abs=1e-6)
+
+
+def test_one_extreme_outcome_does_not_set_the_scale():
+    rng = np.random.default_rng(9)
+    x, t, y, e, mu0, tau = confounded(400, rng, lambda x: np.full(len(x), 2.0))
+    noisy = tau + rng.normal(scale=2.0, size=len(t))
+    i = int(np.argmax(t * (noisy - 2.0)))  # the treated row with the largest spurious effect
+    y = y.copy()
+    y[i] += 200.0  # an earnings-like outlier in the direction of that spurious effect
+    args = (y, t, mu0, mu0 + noisy, e)
+    least_squares = minimize_scalar(rloss, bounds=(0, 1), args=args + (2.0,), method="bounded").x
+    assert least_squares > 0.5  # the square lets the one row pull λ up
+    assert rloss_scale(*args, 2.0) < 0.2
+
+
+def test_noise_is_shrunk_away_and_a_right_effect_is_kept():
+    rng = np.random.default_rng(0)
+    x, t, y, e, mu0, tau = confounded(20_000, rng, lambda x: np.full(len(x), 2.0))  # constant effect
+    noisy = tau + rng.normal(scale=2.0, size=len(t))  # heterogeneity that is only noise
+    assert rloss_scale(y, t, mu0, mu0 + noisy, e, 2.0) < 0.05
+    x, t, y, e, mu0, tau = confounded(20_000, rng, lambda x: 1 + 2 * np.sin(2 * x[:, 1]))
+    assert rloss_scale(y, t, mu0, mu0 + tau, e, float(tau.mean())) > 0.95
+    # Half signal, half noise of the same variance: the least-squares scale is about 1/2.
+    half = tau + rng.normal(scale=float(tau.std()), size=len(t))
+    assert rloss_scale(y, t, mu0, mu0 + half, e, float(tau.mean())) == pytest.approx(0.5, abs=0.05)
+
+
+def test_constant_predicted_effect_is_left_alone():
+    rng = np.random.default_rng(1)
+    x, t, y, e, mu0, tau = confounded(300, rng, lambda x: np.full(len(x), 1.0))
+    assert rloss_scale(y, t, mu0, mu0 + 1.0, e, 1.0) == 1.0
+
+
+def test_applied_scale_moves_only_the_effects():
+    rng = np.random.default_rng(2)
+    mu = rng.normal(size=(50, 3))
+    p = rng.dirichlet(np.ones(3), size=50)
+    es = {"method": "rloss", "centre": [0.3, -0.2], "scale": [0.25, 0.6], "rows": [40, 40]}
+    out = apply_effect_scale(es, mu, p, "continuous")["mu"]
+    for k, (c, lam) in enumerate(zip(es["centre"], es["scale"]), start=1):
+        np.testing.assert_allclose(out[:, k] - out[:, 0], c + lam * (mu[:, k] - mu[:, 0] - c), atol=1e-12)
+    np.testing.assert_allclose((p * out).sum(1), (p * mu).sum(1), atol=1e-12)  # observed-outcome fit kept
+    assert apply_effect_scale({**es, "scale": [1.0, 1.0]}, mu, p, "continuous") == {}
+
+
+def test_binary_shrunk_probabilities_stay_probabilities():
+    rng = np.random.default_rng(3)
+    mu = rng.uniform(size=(200, 2))
+    p = np.stack([1 - (q := rng.uniform(0.01, 0.99, 200)), q], 1)
+    out = apply_effect_scale({"centre": [0.9], "scale": [0.0], "rows": [10]}, mu, p, "binary")
+    assert out["mu"].min() >= 0 and out["mu"].max() <= 1
+    np.testing.assert_allclose(out["probs"].sum(-1), 1.0)
+    np.testing.assert_allclose(out["probs"][..., 1], out["mu"])
+
+
+# --- a trained run ------------------------------------------------------------------------------
+
+TINY = {"train__ensemble": 2, "train__ensemble_workers": 1, "phase1__epochs": 3, "phase1__min_epochs": 1,
+        "phase2__epochs": 1, "phase3__epochs": 1, "phase4__epochs": 1, "train__progress": False,
+        "log__tensorboard": False, "model__hidden": 32, "model__d": 16, "model__head_hidden": 32}
+
+
+@pytest.fixture(scope="module")
+def pair():
+    from csna import CSNAEstimator
+
+    rng = np.random.default_rng(5)
+    x, t, y, *_ = confounded(600, rng, lambda x: np.full(len(x), 1.5))
+    shrunk = CSNAEstimator(**TINY).fit(y, t, X=x)
+    raw = CSNAEstimator(**TINY, train__effect_shrink="none").fit(y, t, X=x)
+    return shrunk, raw, x
+
+
+def test_trained_run_applies_its_scale_to_the_same_members(pair):
+    shrunk, raw, x = pair
+    es = shrunk.run_.effect_scale
+    assert raw.run_.effect_scale is None and es["method"] == "rloss" and 0 <= es["scale"][0] <= 1
+    # Same seeds, same members: the shrunk effect is the raw one scaled about the centre.
+    c, lam = es["centre"][0], es["scale"][0]
+    np.testing.assert_allclose(shrunk.effect(x), c + lam * (raw.effect(x) - c), rtol=1e-6, atol=1e-6)
+
+
+def test_scale_is_saved_and_loaded(pair, tmp_path):
+    from csna import CSNAEstimator
+
+    shrunk, raw, x = pair
+    rd = shrunk.save(tmp_path / "run")
+    assert json.loads((rd / EFFECT_SCALE_FILE).read_text()) == shrunk.run_.effect_scale
+    np.testing.assert_allclose(CSNAEstimator.load(rd).effect(x), shrunk.effect(x), rtol=1e-6)
+    assert not (raw.save(tmp_path / "raw") / EFFECT_SCALE_FILE).exists()
