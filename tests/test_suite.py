@@ -244,6 +244,12 @@ def test_suite_cli_runs_one_small_cell_and_writes_the_required_columns(tmp_path,
     assert sorted(df["estimator"]) == ["csna", "ridge-t"] and set(df["cell"]) == {"missing"}
     assert df[required[3:7]].notna().all().all() and df["split_id"].nunique() == 1
     assert (out / SR.HEATMAP).is_file() and "## Per estimator" in (out / "results.md").read_text()
+    # csna's row also has its doubly-robust estimates and whether their intervals hold the truth
+    # (one member here: no pointwise interval); the peer's row leaves them empty.
+    csna, ridge = df.set_index("estimator").loc["csna"], df.set_index("estimator").loc["ridge-t"]
+    assert csna["ate_dr_se"] > 0 and csna["ate_dr_covered"] in (0, 1) and np.isnan(csna["cate_covered_out"])
+    assert csna["ate_dr_covered"] == float(csna["eps_ate_dr"] <= 1.959964 * csna["ate_dr_se"])
+    assert np.isnan(ridge["ate_dr"])
     assert main(args) == 2  # results exist: --resume or --overwrite
     assert main(args + ["--resume"]) == 0  # nothing left to run
     assert len(pd.read_csv(out / "results.csv")) == 2

@@ -18,24 +18,24 @@ takes the data, and the fitted config records ``data.source: in-memory``.
 from __future__ import annotations
 
 import copy
-import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from . import checkpoint as ckpt
-from . import metrics as M
-from .config import Config, ConfigError, _apply, _nest, dump_config, load_config
+from .config import Config, ConfigError, _apply, _nest, load_config
 from .config import validate as validate_config
-from .data import CausalData, DataError, split_indices, validate
+from .data import DataError, split_indices
 from .dr import dr_effects
 from .ensemble import train_run
+from .estimator_inputs import (as_frame, as_vector, causal_data, check_method, check_sample_weight, join_covariates,
+                               take)
+from .inference import AverageInference, EffectInference, jackknife_stderr, member_effects, train_share
 from .perf import tune_malloc
-from .phases import PHASES
 from .predict import predict_features, select_covariates
-from .rundir import PREPROCESS_FILE, SPLITS_FILE, Run, environment, load_run, member_dir, write_effect_scale
+from .projection import Projection, fit_projection
+from .rundir import Run, load_run, member_dir, save_run, write_effect_scale
 from .splits import base_split_seed
 
 IN_MEMORY = "in-memory"
@@ -112,25 +112,33 @@ class CSNAEstimator:
         return f"CSNAEstimator({', '.join(parts)})"
 
     # ------------------------------------------------------------------ fit
-    def fit(self, Y, T, *, X) -> CSNAEstimator:
-        """Train the four phases on (Y, T, X).
+    def fit(self, Y, T, *, X=None, W=None, sample_weight=None) -> CSNAEstimator:
+        """Train the four phases on (Y, T, X, W).
 
         Args:
             Y: (n,) or (n, 1) outcome: continuous, or 0/1 (binary; ``data.outcome_type`` may
                 force a type, e.g. multiclass with class indices 0, 1, …).
-            T: (n,) integer treatment in 0..K−1, every value present.
-            X: (n, p) covariates: a DataFrame (names kept; strings and categories are one-hot
-                encoded) or a numeric array (named x0 … x{p−1}).
+            T: (n,) integer (or boolean) treatment in 0..K−1, every value present.
+            X: (n, p) effect modifiers: a DataFrame (names kept; strings and categories are
+                one-hot encoded) or a numeric array (named x0 … x{p−1}); None for a constant
+                effect.
+            W: (n, q) controls that join the adjustment set (arrays: named w0 … w{q−1}); a
+                column X also has is read once. With W, ``effect(X)`` is the projection of the
+                model's τ̂(x, w) on X (``csna.projection``).
+            sample_weight: None or equal weights. csna does not weight rows in training yet;
+                other weights raise ``ValueError`` rather than being ignored.
 
         Returns:
             self.
 
         Raises:
-            DataError: mismatched lengths, NaN/Inf values, a single treatment group, …
+            DataError: mismatched lengths, NaN/Inf values, a single treatment group, no X and no W, …
         """
         cfg = self._resolve()
         cfg.data.source = IN_MEMORY
-        data = _causal_data(Y, T, X, cfg)
+        frame, modifiers, controls = join_covariates(X, W)
+        check_sample_weight(sample_weight, len(frame))
+        data = causal_data(Y, T, frame, cfg)
         # Every row trains: the train and validation shares of data.split, rescaled; the
         # validation rows pick the best epoch. Hold out your own test rows.
         f_train, f_val = cfg.data.split[0], cfg.data.split[1]
@@ -143,12 +151,18 @@ class CSNAEstimator:
                             f"with every treatment group in each ({str(exc).splitlines()[0]})") from None
         run = train_run(cfg, data=data, splits={"train": tr, "val": va, "test": te})
         self._set_run(run)
+        self.effect_modifiers_, self.controls_ = modifiers, controls
+        if controls or not modifiers:
+            member_tau = member_effects(run, run.prep.features(data.X))[:, :, 1:]  # (M, n, K − 1)
+            self.projection_ = fit_projection(member_tau, data.X[modifiers] if modifiers else None, seed)
         return self
 
     def _set_run(self, run: Run) -> None:
         self.run_, self.model_, self.config_ = run, run.model, run.cfg
         self._dr: dict[tuple[int, int], dict[str, float]] = {}  # dr_summary by (T0, T1)
         self.covariates_ = list(run.prep.pre.input_columns_)
+        self.effect_modifiers_, self.controls_ = list(self.covariates_), []
+        self.projection_: Projection | None = None
         self.n_treatments_ = run.prep.n_treatments
         self.outcome_type_ = run.prep.outcome_type
 
@@ -157,18 +171,44 @@ class CSNAEstimator:
             raise RuntimeError("this CSNAEstimator is not fitted; call fit(Y, T, X=X) or CSNAEstimator.load(dir)")
         return self.run_
 
+    def __deepcopy__(self, memo: dict) -> CSNAEstimator:
+        """A copy that shares nothing mutable; the fitted model is copied, the training loop
+        (its logger and open files) is not. DoWhy's refuters copy an estimator this way."""
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            if key == "run_" and value is not None:
+                value = copy.deepcopy(_without_trainers(value), memo)
+            else:
+                value = copy.deepcopy(value, memo)
+            setattr(new, key, value)
+        return new
+
     # ------------------------------------------------------------------ scoring
-    def _scores(self, X, gates: bool = True) -> dict[str, np.ndarray]:
+    def _features(self, X, what: str = "X") -> np.ndarray:
         run = self._fitted()
-        frame = select_covariates(run, _as_frame(X, self.covariates_), where="X")
-        return predict_features(run, run.prep.features(frame), gates=gates)
+        return run.prep.features(select_covariates(run, as_frame(X, self.covariates_), where=what))
+
+    def _scores(self, X, gates: bool = True) -> dict[str, np.ndarray]:
+        return predict_features(self._fitted(), self._features(X), gates=gates)
+
+    def _member_table(self, X) -> np.ndarray:
+        """(M, n, K) each member's effects against arm 0 given the effect modifiers X."""
+        if self.projection_ is None:
+            if X is None:
+                raise ValueError("X is required: the model's effects vary with its covariates "
+                                 f"{', '.join(self.covariates_[:6])}{' …' if len(self.covariates_) > 6 else ''}")
+            return member_effects(self._fitted(), self._features(X))
+        frame = None if X is None or not self.effect_modifiers_ else as_frame(X, self.effect_modifiers_)
+        eff = self.projection_.member_effects(frame)  # (M, n, K − 1)
+        return np.concatenate([np.zeros(eff.shape[:2] + (1,)), eff], axis=2)
 
     def predict(self, X, T=None, gates: bool = True) -> np.ndarray:
         """Expected outcome E[Y | x, do(t)] (P(Y=1 | …) for a binary outcome).
 
         Args:
-            X: (n, p) covariates; a DataFrame is matched by column name (extra columns are
-                ignored), an array must hold the ``covariates_`` in order.
+            X: (n, p) covariates (X and W of ``fit``); a DataFrame is matched by column name
+                (extra columns are ignored), an array must hold the ``covariates_`` in order.
             T: None for every treatment, an int, or (n,) ints: the treatment of each row.
             gates: use the Meta Utility Layer's gates when phase 4 was trained; False runs
                 every block.
@@ -177,25 +217,79 @@ class CSNAEstimator:
             (n, K) when T is None, else (n,).
         """
         mu = self._scores(X, gates)["mu"]  # (n, K)
-        return mu if T is None else _take(mu, T, "T")
+        return mu if T is None else take(mu, T, "T")
 
-    def effect(self, X, *, T0=0, T1=1) -> np.ndarray:
-        """(n,) τ̂(x) = μ̂_T1(x) − μ̂_T0(x); T0, T1 are ints or (n,) arrays."""
-        mu = self.predict(X)
-        return _take(mu, T1, "T1") - _take(mu, T0, "T0")
+    def effect(self, X=None, *, T0=0, T1=1) -> np.ndarray:
+        """(n,) τ̂(x) = μ̂_T1(x) − μ̂_T0(x); T0, T1 are ints or (n,) arrays. With controls W, the
+        projection on X; (1,) when the model has no effect modifiers and X is None."""
+        if self.projection_ is None and X is not None:
+            mu = self.predict(X)
+        else:
+            mu = self._member_table(X).mean(axis=0)  # (n, K) effects against arm 0
+        return take(mu, T1, "T1") - take(mu, T0, "T0")
+
+    def const_marginal_effect(self, X=None) -> np.ndarray:
+        """(n, K − 1): the effect of each arm 1 … K−1 against arm 0 (EconML's name; with a
+        discrete treatment the marginal effect does not depend on the treatment level)."""
+        k = self._fitted().prep.n_treatments
+        return np.stack([self.effect(X, T0=0, T1=t) for t in range(1, k)], axis=1)
+
+    def marginal_effect(self, T, X=None) -> np.ndarray:
+        """(n, K − 1): ``const_marginal_effect(X)``; ``T`` is accepted for EconML's signature."""
+        return self.const_marginal_effect(X)
+
+    def effect_inference(self, X=None, *, T0=0, T1=1) -> EffectInference:
+        """Pointwise inference on ``effect(X)``: the members' delete-d jackknife standard error
+        (``csna.inference``; ValueError with one member). It covers the fit's variance, not its bias;
+        the measured coverage is in ``benchmarks/RESULTS.md``."""
+        table = self._member_table(X)  # (M, n, K)
+        if len(table) < 2:
+            raise ValueError("pointwise intervals come from the ensemble's members: fit with train__ensemble >= 2 "
+                             "(the default is 4), or use ate_inference() / att_inference() (doubly robust)")
+        n = table.shape[1]
+        contrast = np.stack([take(m, T1, "T1") - take(m, T0, "T0") for m in table])  # (M, n)
+        stderr = jackknife_stderr(contrast, train_share(self._fitted()))
+        return EffectInference(self.effect(X, T0=T0, T1=T1).reshape(n), stderr)
+
+    def effect_interval(self, X=None, *, T0=0, T1=1, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper), each (n,): the (1 − alpha) intervals of ``effect_inference``."""
+        return self.effect_inference(X, T0=T0, T1=T1).conf_int(alpha)
 
     def ate(self, X=None, *, T0=0, T1=1, method: str = "plugin") -> float:
         """Average effect of T1 against T0.
 
         Args:
-            X: (n, p) covariates for ``method="plugin"``; None for ``"dr"``.
+            X: (n, p) covariates for ``method="plugin"`` (None: only for a model without effect
+                modifiers); None for ``"dr"``.
             method: "plugin", the mean of ``effect`` over the rows of X; or "dr", the
                 doubly-robust (AIPW) estimate over the data given to ``fit`` (see
                 ``dr_summary``, which also gives its standard error).
         """
-        if _method(method, X, "ate") == "dr":
+        if check_method(method, X, "ate", constant=self.projection_ is not None and not self.effect_modifiers_) == "dr":
             return self.dr_summary(T0=T0, T1=T1)["ate"]
         return float(self.effect(X, T0=T0, T1=T1).mean())
+
+    def ate_inference(self, X=None, *, T0=0, T1=1) -> AverageInference:
+        """With X None: the doubly-robust ATE over the data given to ``fit``, with its
+        influence-function standard error (``dr_summary``). With X: the mean of ``effect(X)``
+        with the members' standard error of ``effect_inference(X).population_summary()``."""
+        if X is None:
+            s = self.dr_summary(T0=T0, T1=T1)
+            return AverageInference(s["ate"], s["ate_se"], s["rows"])
+        return self.effect_inference(X, T0=T0, T1=T1).population_summary()
+
+    def ate_interval(self, X=None, *, T0=0, T1=1, alpha: float = 0.05) -> tuple[float, float]:
+        """(lower, upper) of the (1 − alpha) interval of ``ate_inference(X)``."""
+        return self.ate_inference(X, T0=T0, T1=T1).conf_int(alpha)
+
+    def att_inference(self, *, T0=0, T1=1) -> AverageInference:
+        """The doubly-robust ATT over the data given to ``fit``, with its standard error."""
+        s = self.dr_summary(T0=T0, T1=T1)
+        return AverageInference(s["att"], s["att_se"], s["rows"])
+
+    def att_interval(self, *, T0=0, T1=1, alpha: float = 0.05) -> tuple[float, float]:
+        """(lower, upper) of the (1 − alpha) interval of ``att_inference()``."""
+        return self.att_inference(T0=T0, T1=T1).conf_int(alpha)
 
     def att(self, X=None, T=None, *, T0=0, T1=1, method: str = "plugin") -> float:
         """Average effect of T1 against T0 on the units that received T1.
@@ -205,11 +299,11 @@ class CSNAEstimator:
                 the mean of ``effect`` over the rows with T == T1; None for ``"dr"``.
             method: "plugin" or "dr" (over the data given to ``fit``, as in ``ate``).
         """
-        if _method(method, X, "att", T) == "dr":
+        if check_method(method, X, "att", T) == "dr":
             return self.dr_summary(T0=T0, T1=T1)["att"]
         if T is None:
             raise ValueError("att(X, T): the plug-in ATT needs T, the treatment each row of X received")
-        t = _as_vector(T, "T")
+        t = as_vector(T, "T")
         if len(t) != len(X):
             raise DataError(f"T has {len(t)} rows but X has {len(X)}")
         treated = t == T1
@@ -245,14 +339,6 @@ class CSNAEstimator:
             self._dr[key]["rows"] = res["dr_rows"]
         return dict(self._dr[key])
 
-    def ate_interval(self, X, *, T0=0, T1=1, alpha: float = 0.05, n_boot: int = 1000,
-                     seed: int = 0) -> tuple[float, float]:
-        """Percentile bootstrap (1 − alpha) interval of ``ate`` over the rows of X.
-
-        It reflects resampling of the units only, not the uncertainty of the fitted model.
-        """
-        return M.bootstrap_ci(self.effect(X, T0=T0, T1=T1), n_boot=n_boot, alpha=alpha, seed=seed)
-
     def propensity(self, X) -> np.ndarray:
         """(n, K) ê_t(x) = P(T = t | x) from the model's propensity head."""
         return self._scores(X)["propensity"]
@@ -270,11 +356,18 @@ class CSNAEstimator:
 
         Raises:
             CheckpointError: the directory already holds a checkpoint of another phase.
+            ValueError: the estimator was fitted with controls W or without X: its effect is a
+                scikit-learn projection (``csna.projection``), and csna writes no pickles.
         """
-        rd = _save_run(self._fitted(), Path(path))
+        run = self._fitted()
+        if self.projection_ is not None:
+            raise ValueError("save: this estimator was fitted with controls W (or without X), and its effect given X "
+                             "is a scikit-learn projection that csna cannot write without a pickle; fit with all "
+                             "covariates as X to save it")
+        rd = save_run(run, Path(path))
         write_effect_scale(rd, self.run_.effect_scale)
         for j, member in enumerate(self.run_.members, start=1):
-            _save_run(member, member_dir(rd, j))
+            save_run(member, member_dir(rd, j))
         return rd
 
     @classmethod
@@ -286,117 +379,6 @@ class CSNAEstimator:
         return est
 
 
-def _save_run(run: Run, rd: Path) -> Path:
-    """``CSNAEstimator.save`` of one ensemble member."""
-    last = max(run.phases_trained, default=0)
-    if last == 0:
-        raise ckpt.CheckpointError("no phase was trained (every phase has epochs 0): nothing to save")
-    ph = PHASES[last]
-    others = [p.checkpoint for p in PHASES.values() if p is not ph and (rd / p.checkpoint).exists()]
-    if others:
-        raise ckpt.CheckpointError(f"{rd} already holds another csna run ({', '.join(others)}); "
-                                   "save to a new directory")
-    rd.mkdir(parents=True, exist_ok=True)
-    dump_config(run.cfg, rd / "config.yaml")
-    (rd / "env.json").write_text(json.dumps(environment(run.cfg, run.model.y_mean.device), indent=2))
-    (rd / PREPROCESS_FILE).write_text(json.dumps(run.prep.to_dict(), indent=2))
-    if run.splits is not None:
-        (rd / SPLITS_FILE).write_text(json.dumps({k: np.asarray(v).tolist() for k, v in run.splits.items()}))
-    if run.trainer is not None:
-        trainer, kept = run.trainer, run.trainer.run_dir
-        trainer.run_dir = rd
-        try:
-            trainer.save_phase_checkpoint(last)
-        finally:
-            trainer.run_dir = kept
-    elif run.run_dir is not None and Path(run.run_dir).resolve() != rd.resolve():
-        ckpt.atomic_save(ckpt.load(Path(run.run_dir) / ph.checkpoint), rd / ph.checkpoint)
-    elif run.checkpoint is not None:  # a member trained in a worker process, held in memory
-        ckpt.atomic_save(run.checkpoint, rd / ph.checkpoint)
-    return rd
-
-
-# ---------------------------------------------------------------------- inputs
-
-
-def _as_frame(X, columns: list[str] | None = None) -> pd.DataFrame:
-    """(n, p) DataFrame from a DataFrame (as it is) or a 2-D array (named ``columns`` or x0…)."""
-    if isinstance(X, pd.DataFrame):
-        dup = X.columns[X.columns.astype(str).duplicated()]
-        if len(dup):
-            raise DataError(f"X has duplicate column name(s) {', '.join(map(str, dup))}")
-        return X
-    arr = np.asarray(X)
-    if arr.ndim != 2:
-        raise DataError(f"X must be 2-D (n, p), got shape {arr.shape}")
-    if columns is None:
-        columns = [f"x{j}" for j in range(arr.shape[1])]
-    elif arr.shape[1] != len(columns):
-        raise DataError(f"X has {arr.shape[1]} columns but the model was fitted on {len(columns)}; "
-                        "pass a DataFrame to match columns by name")
-    return pd.DataFrame(arr, columns=columns)
-
-
-def _as_vector(v, name: str) -> np.ndarray:
-    arr = np.asarray(v.to_numpy() if isinstance(v, (pd.Series, pd.DataFrame)) else v)
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1:
-        raise DataError(f"{name} must be 1-D (n,), got shape {arr.shape}")
-    if arr.dtype.kind not in "biuf":
-        raise DataError(f"{name} must be numeric, got dtype {arr.dtype}")
-    return arr
-
-
-def _causal_data(Y, T, X, cfg: Config) -> CausalData:
-    """Checked ``CausalData`` (no mu) from user arrays; raises DataError with one line."""
-    frame = _as_frame(X).reset_index(drop=True)
-    y = _as_vector(Y, "Y").astype(np.float64)
-    t = _as_vector(T, "T")
-    k = len(np.unique(t[np.isfinite(t.astype(np.float64))]))
-    # validate checks lengths, NaN/Inf, 0..K−1 and a second group; with data.impute the
-    # training medians fill NaN/Inf covariates later, so only their placeholders are checked here.
-    checked = frame.replace([np.inf, -np.inf], np.nan).fillna(0) if cfg.data.impute else frame
-    validate(CausalData(checked, t, y, None, "continuous", k, "fit data"))
-    counts = np.bincount(t.astype(np.int64), minlength=k)  # (K,)
-    if counts.min() < 2:
-        raise DataError(f"treatment group {int(counts.argmin())} has {int(counts.min())} row; "
-                        "every group needs at least 2 (one to train, one to validate)")
-    kind = cfg.data.outcome_type
-    if kind == "auto":
-        kind = "binary" if set(np.unique(y).tolist()) == {0.0, 1.0} else "continuous"
-    if kind == "continuous":
-        y_out = y.astype(np.float32)
-    else:
-        if (y != np.round(y)).any() or (y < 0).any() or (kind == "binary" and (y > 1).any()):
-            raise DataError(f"a {kind} Y must hold class indices {'0 and 1' if kind == 'binary' else '0, 1, …'}")
-        y_out = y.astype(np.int64)
-    return CausalData(X=frame, T=t.astype(np.int64), Y=y_out, mu=None, outcome_type=kind,
-                      n_treatments=k, name="fit data")
-
-
-def _method(method: str, X, what: str, T=None) -> str:
-    """Check ``method`` of ``ate`` / ``att`` and that "dr" gets no X (nor T)."""
-    if method not in ("plugin", "dr"):
-        raise ValueError(f"{what}(method={method!r}): method must be 'plugin' or 'dr'")
-    if method == "dr" and (X is not None or T is not None):
-        raise ValueError(f"{what}(method='dr') takes no X or T: the doubly-robust estimate needs observed outcomes "
-                         "and predictions from ensemble members that never trained on each row, which only the "
-                         "data given to fit has; call it without X")
-    if method == "plugin" and X is None:
-        raise ValueError(f"{what}(X): the plug-in estimate averages effect(X), so X is required")
-    return method
-
-
-def _take(mu: np.ndarray, t, name: str) -> np.ndarray:
-    """(n,) mu[i, t_i] for an int t or (n,) ints."""
-    n, k = mu.shape
-    arr = np.asarray(t)
-    if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
-        raise DataError(f"{name} must be integer treatment(s) in 0..{k - 1}, got {t!r}"[:200])
-    arr = arr.astype(np.int64)
-    if arr.ndim > 1 or (arr.ndim == 1 and len(arr) != n):
-        raise DataError(f"{name} must be an int or have shape ({n},), got shape {arr.shape}")
-    if ((arr < 0) | (arr >= k)).any():
-        raise DataError(f"{name} must be in 0..{k - 1}")
-    return mu[:, arr] if arr.ndim == 0 else mu[np.arange(n), arr]
+def _without_trainers(run: Run) -> Run:
+    """``run`` and its members without their training loops (loggers, open files)."""
+    return replace(run, trainer=None, members=[replace(m, trainer=None) for m in run.members])

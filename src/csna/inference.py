@@ -48,28 +48,33 @@ def train_share(run: Run) -> float:
     return tr / (tr + va)
 
 
-def member_effects(run: Run, x: np.ndarray, t0: int = 0, t1: int = 1, gates: bool = True) -> np.ndarray:
-    """(M, n) each member's τ'_j(x) of arm t1 against t0, after the run's shrinkage."""
+def member_effects(run: Run, x: np.ndarray, gates: bool = True) -> np.ndarray:
+    """(M, n, K) each member's τ'_j(x) of every arm against arm 0 (column 0 is 0), after the
+    run's shrinkage."""
     out = []
     es = run.effect_scale
     for p in member_predictions(run, x, gates):
-        mu = p["mu"]  # (n, K)
-        tau = mu - mu[:, :1]  # (n, K) effects against arm 0; column 0 is 0
+        tau = p["mu"] - p["mu"][:, :1]  # (n, K)
         if es is not None:
             c = np.concatenate([[0.0], es["centre"]])  # (K,)
             lam = np.concatenate([[1.0], es["scale"]])  # (K,)
             tau = c + lam * (tau - c)
-        out.append(tau[:, t1] - tau[:, t0])
+        out.append(tau)
     return np.stack(out)
 
 
+def jackknife_stderr(effects: np.ndarray, share: float) -> np.ndarray:
+    """se of the module docstring from ``effects`` (M, …) of the M members, each trained on a
+    share ``share`` of the rows; NaN with one member."""
+    if len(effects) < 2:
+        return np.full(effects.shape[1:], np.nan)
+    return np.sqrt(share / (1.0 - share) * effects.var(axis=0, ddof=1))
+
+
 def effect_stderr(run: Run, x: np.ndarray, t0: int = 0, t1: int = 1, gates: bool = True) -> np.ndarray:
-    """(n,) se(x) of the module docstring; NaN with one member."""
-    eff = member_effects(run, x, t0, t1, gates)  # (M, n)
-    if len(eff) < 2:
-        return np.full(eff.shape[1], np.nan)
-    r = train_share(run)
-    return np.sqrt(r / (1.0 - r) * eff.var(axis=0, ddof=1))
+    """(n,) se(x) of arm t1 against t0 (the module docstring)."""
+    eff = member_effects(run, x, gates)  # (M, n, K)
+    return jackknife_stderr(eff[:, :, t1] - eff[:, :, t0], train_share(run))
 
 
 def _two_sided(alpha: float) -> float:

@@ -262,3 +262,34 @@ def load_run(run_dir: str | Path, device: str = "auto") -> Run:
             raise ckpt.CheckpointError(f"{md} does not belong to {rd}: its preprocessing differs")
         run.members.append(member)
     return run
+
+
+def save_run(run: Run, rd: Path) -> Path:
+    """Write one trained model (an ensemble member) as a run directory: config.yaml, env.json,
+    preprocess.json, splits.json and the checkpoint of its last trained phase (``CSNAEstimator.save``)."""
+    last = max(run.phases_trained, default=0)
+    if last == 0:
+        raise ckpt.CheckpointError("no phase was trained (every phase has epochs 0): nothing to save")
+    ph = PHASES[last]
+    others = [p.checkpoint for p in PHASES.values() if p is not ph and (rd / p.checkpoint).exists()]
+    if others:
+        raise ckpt.CheckpointError(f"{rd} already holds another csna run ({', '.join(others)}); "
+                                   "save to a new directory")
+    rd.mkdir(parents=True, exist_ok=True)
+    dump_config(run.cfg, rd / "config.yaml")
+    (rd / "env.json").write_text(json.dumps(environment(run.cfg, run.model.y_mean.device), indent=2))
+    (rd / PREPROCESS_FILE).write_text(json.dumps(run.prep.to_dict(), indent=2))
+    if run.splits is not None:
+        (rd / SPLITS_FILE).write_text(json.dumps({k: np.asarray(v).tolist() for k, v in run.splits.items()}))
+    if run.trainer is not None:
+        trainer, kept = run.trainer, run.trainer.run_dir
+        trainer.run_dir = rd
+        try:
+            trainer.save_phase_checkpoint(last)
+        finally:
+            trainer.run_dir = kept
+    elif run.run_dir is not None and Path(run.run_dir).resolve() != rd.resolve():
+        ckpt.atomic_save(ckpt.load(Path(run.run_dir) / ph.checkpoint), rd / ph.checkpoint)
+    elif run.checkpoint is not None:  # a member trained in a worker process, held in memory
+        ckpt.atomic_save(run.checkpoint, rd / ph.checkpoint)
+    return rd

@@ -134,9 +134,12 @@ def _existing(out: Path, args: argparse.Namespace) -> list[dict]:
         raise ConfigError(f"--out {out} already holds results.csv; use --resume to run only the missing rows "
                           "or --overwrite to start again")
     df = SR.read_csv(path)
-    if list(df.columns) != SR.COLUMNS:
+    head, tail = list(df.columns[:len(SR.COLUMNS)]), set(df.columns[len(SR.COLUMNS):])
+    if head != SR.COLUMNS or not tail <= set(SR.INTERVAL_COLUMNS):
         raise DataError(f"{path} does not hold stress-suite results (other columns)")
-    return df.to_dict("records")
+    # A row without an interval column did not have it (a peer's): drop its NaN (v == v fails only for
+    # NaN) so that the row is written back as it was.
+    return [{k: v for k, v in r.items() if k in SR.COLUMNS or v == v} for r in df.to_dict("records")]
 
 
 def specs_for(args: argparse.Namespace, cells: tuple[Cell, ...], cores: int) -> list[BenchSpec]:
