@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from csna.bench import balance, neural, peers
+from csna.bench import results as R
 from csna.bench.cli import main
 from csna.bench.run import ABLATIONS, BenchSpec, Task, ablation_path, csna_config, draw_splits, run_task, split_id
 from csna.config import load_config
@@ -170,7 +171,10 @@ def test_bench_ihdp_writes_results_on_one_shared_split(tmp_path, tiny_overrides,
     assert main(args) == 0
     df = pd.read_csv(tmp_path / "results.csv", dtype={"split_id": str})
     assert list(df.columns) == ["estimator", "replication", "sqrt_pehe_in", "sqrt_pehe_out", "eps_ate_in",
-                                "eps_ate_out", "fit_seconds", "flops_fit", "split_id"]
+                                "eps_ate_out", "fit_seconds", "flops_fit", "split_id"] + R.INTERVAL_COLUMNS
+    csna = df.set_index("estimator").loc["csna"]
+    assert csna["ate_dr_covered"] == float(csna["eps_ate_dr"] <= 1.959964 * csna["ate_dr_se"])
+    assert df.set_index("estimator").drop(index="csna")["ate_dr"].isna().all()  # peers have none
     assert sorted(df["estimator"]) == sorted(["csna"] + cheap.split(","))
     assert (df["replication"] == 0).all() and np.isfinite(df.iloc[:, 2:7].to_numpy(float)).all()
     # every estimator was scored on csna's own default test rows

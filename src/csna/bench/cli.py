@@ -60,9 +60,9 @@ def _existing(out: Path, args: argparse.Namespace, binary: bool) -> list[dict]:
         raise ConfigError(f"--out {out} already holds results.csv; use --resume to run only the missing rows "
                           "or --overwrite to start again")
     df = R.read_csv(path)
-    if list(df.columns) != R.columns(binary):
+    if not R.known_columns(df, R.columns(binary)):
         raise DataError(f"{path} does not hold {'synthetic' if binary else 'IHDP'} bench results (other columns)")
-    return df.to_dict("records")
+    return R.records(df, R.columns(binary))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -23,6 +23,27 @@ TITLES = {"sqrt_pehe_in": "√PEHE in", "sqrt_pehe_out": "√PEHE out", "eps_ate
           "eps_ate_out": "ε_ATE out", "auc_out": "AUC out"}
 
 
+# csna's rows also carry its doubly-robust estimates and interval coverage (bench.run.interval_columns)
+INTERVAL_COLUMNS = ["ate_dr", "ate_dr_se", "att_dr", "att_dr_se", "eps_ate_dr", "eps_att_dr", "ate_dr_covered",
+                    "att_dr_covered", "cate_covered_out", "cate_se_out"]
+
+
+def with_intervals(rows: list[dict[str, Any]], cols: list[str]) -> list[str]:
+    """``cols`` and the interval columns some row has."""
+    return cols + [c for c in INTERVAL_COLUMNS if any(c in r for r in rows)]
+
+
+def known_columns(df: pd.DataFrame, cols: list[str]) -> bool:
+    """Whether ``df`` has exactly ``cols`` first, then only interval columns."""
+    return list(df.columns[:len(cols)]) == cols and set(df.columns[len(cols):]) <= set(INTERVAL_COLUMNS)
+
+
+def records(df: pd.DataFrame, cols: list[str]) -> list[dict[str, Any]]:
+    """Rows of a results file as written: an interval column a row did not have (a peer's) is
+    dropped rather than read back as NaN (v == v fails only for NaN)."""
+    return [{k: v for k, v in r.items() if k in cols or v == v} for r in df.to_dict("records")]
+
+
 def columns(binary: bool) -> list[str]:
     """The results.csv columns; ``flops_fit`` is the FLOPs of the fit where the estimator counts them
     (the neural peers), ``split_id`` fingerprints the test rows each row was scored on."""
@@ -46,8 +67,8 @@ def read_csv(path: Path) -> pd.DataFrame:
 
 def write_csv(rows: list[dict[str, Any]], path: Path, binary: bool) -> pd.DataFrame:
     """Rows sorted by estimator then replication; the error rows are left out."""
-    cols = columns(binary)
-    df = pd.DataFrame([r for r in rows if "error" not in r], columns=cols)
+    kept = [r for r in rows if "error" not in r]
+    df = pd.DataFrame(kept, columns=with_intervals(kept, columns(binary)))
     df = df.sort_values(["estimator", "replication"], kind="stable").reset_index(drop=True)
     _atomic_write(path, df.to_csv(index=False, float_format="%.6g"))
     return df

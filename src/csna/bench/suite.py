@@ -26,7 +26,7 @@ import numpy as np
 from ..config import ConfigError
 from ..data import CausalData, DataError
 from . import suite_report as SR
-from .results import report_failures
+from .results import known_columns, records, report_failures
 from .dgp import Knobs, generate
 from .peers import PEERS, check_installed, resolve
 from .run import BenchSpec, add_run_options, draw_splits, execute, split_id, tasks_for
@@ -134,12 +134,9 @@ def _existing(out: Path, args: argparse.Namespace) -> list[dict]:
         raise ConfigError(f"--out {out} already holds results.csv; use --resume to run only the missing rows "
                           "or --overwrite to start again")
     df = SR.read_csv(path)
-    head, tail = list(df.columns[:len(SR.COLUMNS)]), set(df.columns[len(SR.COLUMNS):])
-    if head != SR.COLUMNS or not tail <= set(SR.INTERVAL_COLUMNS):
+    if not known_columns(df, SR.COLUMNS):
         raise DataError(f"{path} does not hold stress-suite results (other columns)")
-    # A row without an interval column did not have it (a peer's): drop its NaN (v == v fails only for
-    # NaN) so that the row is written back as it was.
-    return [{k: v for k, v in r.items() if k in SR.COLUMNS or v == v} for r in df.to_dict("records")]
+    return records(df, SR.COLUMNS)
 
 
 def specs_for(args: argparse.Namespace, cells: tuple[Cell, ...], cores: int) -> list[BenchSpec]:

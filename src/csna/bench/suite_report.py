@@ -20,15 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .results import _atomic_write
+from .results import _atomic_write, with_intervals
 
 METRICS = ["sqrt_pehe_in", "sqrt_pehe_out", "eps_ate_in", "eps_ate_out", "eps_att_out"]
 RATIO_METRICS = ["sqrt_pehe_out", "eps_ate_out", "eps_att_out"]
 TITLES = {"sqrt_pehe_out": "√PEHE out", "eps_ate_out": "ε_ATE out", "eps_att_out": "ε_ATT out"}
 COLUMNS = ["cell", "estimator", "replication"] + METRICS + ["fit_seconds", "flops_fit", "split_id"]
-# csna's rows also carry its doubly-robust estimates and interval coverage (bench.run.interval_columns)
-INTERVAL_COLUMNS = ["ate_dr", "ate_dr_se", "att_dr", "att_dr_se", "eps_ate_dr", "eps_att_dr", "ate_dr_covered",
-                    "att_dr_covered", "cate_covered_out", "cate_se_out"]
 HEATMAP = "heatmap_sqrt_pehe_out.png"
 
 
@@ -40,8 +37,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path, cell_order: list[str]) -> 
     """Rows sorted by cell (in the suite's order), estimator and replication; error rows left out.
     The interval columns are written when some row has them."""
     kept = [r for r in rows if "error" not in r]
-    extra = [c for c in INTERVAL_COLUMNS if any(c in r for r in kept)]
-    df = pd.DataFrame(kept, columns=COLUMNS + extra)
+    df = pd.DataFrame(kept, columns=with_intervals(kept, COLUMNS))
     rank = {c: i for i, c in enumerate(cell_order)}
     df = df.assign(_k=df["cell"].map(lambda c: rank.get(c, len(rank))))
     df = df.sort_values(["_k", "cell", "estimator", "replication"], kind="stable").drop(columns="_k")
