@@ -1,8 +1,9 @@
-"""Effect shrinkage (csna.shrink) on the stress suite's tuning seeds: √PEHE_out of the ensemble's
-τ̂ as trained, shrunk by the winsorised R-loss (the default), by plain least squares, and replaced
-by its mean c, from the same fits.
+"""Effect shrinkage (csna.shrink) on tuning seeds: √PEHE_out of the ensemble's τ̂ as trained,
+shrunk by the least-squares R-loss (the default), by the R-loss with winsorised residuals, and
+replaced by its mean c, from the same fits.
 
     python benchmarks/effect_shrink.py --out DIR [--cells base,earnings] [--reps 1000,1001]
+    python benchmarks/effect_shrink.py --out DIR --ihdp --reps 1005,1010     # IHDP tuning replications
 
 Each fit trains csna with ``train.effect_shrink=none`` on a quick cell (csna.bench.suite) and
 saves the members' predictions, the truth and each member's training rows to DIR/<cell>-<rep>.npz
@@ -21,19 +22,20 @@ import numpy as np
 
 
 def dump(cell, rep: int, path: Path) -> None:
+    """``cell`` None: IHDP replication ``rep``."""
     import torch
     from threadpoolctl import threadpool_limits
 
-    from csna.bench.run import BenchSpec, csna_config, draw_splits
+    from csna.bench.run import BenchSpec, csna_config, draw_splits, load_data
     from csna.dr import member_train_rows
     from csna.ensemble import train_run
     from csna.predict import member_predictions
 
     torch.set_num_threads(1)
-    spec = BenchSpec(dataset="suite", replications=(rep,), cores=1, cell=cell,
+    spec = BenchSpec(dataset="suite" if cell is not None else "ihdp", replications=(rep,), cores=1, cell=cell,
                      overrides=("train.effect_shrink=none",))
     with threadpool_limits(1):
-        data = cell.data(rep)
+        data = load_data(spec, rep)
         sp = {k: np.asarray(v, dtype=np.int64) for k, v in draw_splits(spec, rep).items()}
         t0 = time.time()
         run = train_run(csna_config(spec, rep), data=data, splits=sp)
@@ -70,7 +72,7 @@ def scores(path: Path, seed: int) -> dict[str, float]:
         return float(np.sqrt(np.mean((t[test] - tau[test]) ** 2)))
 
     out = {"raw": pehe(tau_hat), "constant": pehe(np.full(n, c))}
-    for name, winsor in (("winsorised", 5.0), ("least_squares", np.inf)):
+    for name, winsor in (("least_squares", np.inf), ("winsorised", 5.0)):
         lam = rloss_scale(Y[rows].astype(float), T[rows].astype(float), oof[mask, 0], oof[mask, 1], e1, c, winsor)
         out[name] = pehe(c + lam * (tau_hat - c))
         out[f"lambda_{name}"] = lam
@@ -84,30 +86,34 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--cells", default=None, help="comma-separated quick cells (default: all eight)")
     ap.add_argument("--reps", default="1000,1001")
+    ap.add_argument("--also", default=None, help="another DIR of saved fits to score in the same table")
     ap.add_argument("--seed", type=int, default=0, help="the cross-fitted propensity's seed")
+    ap.add_argument("--ihdp", action="store_true", help="IHDP replications instead of the suite's quick cells")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     wanted = set(args.cells.split(",")) if args.cells else None
     table = []
+    cells = [None] if args.ihdp else [c for c in quick_cells() if wanted is None or c.name in wanted]
     for rep in (int(r) for r in args.reps.split(",")):
-        for cell in quick_cells():
-            if wanted is not None and cell.name not in wanted:
-                continue
-            path = out / f"{cell.name}-{rep}.npz"
+        for cell in cells:
+            path = out / f"{'ihdp' if cell is None else cell.name}-{rep}.npz"
             if not path.exists():
                 dump(cell, rep, path)
             table.append((path.stem, scores(path, args.seed)))
-    print("| fit | raw | winsorised R-loss (λ) | least squares (λ) | constant c |")
+    if args.also:
+        table += [(p.stem, scores(p, args.seed)) for p in sorted(Path(args.also).glob("*.npz"))]
+    print("| fit | raw | least squares, the default (λ) | winsorised at 5 robust sd (λ) | constant c |")
     print("|---|---:|---:|---:|---:|")
     for name, s in sorted(table):
-        print(f"| {name} | {s['raw']:.3f} | {s['winsorised']:.3f} ({s['lambda_winsorised']:.2f}) | "
-              f"{s['least_squares']:.3f} ({s['lambda_least_squares']:.2f}) | {s['constant']:.3f} |")
+        print(f"| {name} | {s['raw']:.3f} | {s['least_squares']:.3f} ({s['lambda_least_squares']:.2f}) | "
+              f"{s['winsorised']:.3f} ({s['lambda_winsorised']:.2f}) | {s['constant']:.3f} |")
     raw = np.array([s["raw"] for _, s in table])
-    for v in ("winsorised", "least_squares", "constant"):
+    print()
+    for v in ("least_squares", "winsorised", "constant"):
         lr = np.log(np.array([s[v] for _, s in table]) / raw)
         se = lr.std(ddof=1) / np.sqrt(len(lr)) if len(lr) > 1 else float("nan")
-        print(f"{v}: geometric-mean ratio to raw {np.exp(lr.mean()):.3f} (log s.e. {se:.3f}), "
+        print(f"- {v}: geometric-mean ratio to raw {np.exp(lr.mean()):.3f} (log s.e. {se:.3f}), "
               f"better on {(lr < -1e-9).sum()} of {len(lr)}, worst {np.exp(lr.max()):.3f}")
 
 

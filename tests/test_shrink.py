@@ -9,6 +9,7 @@ import pytest
 from scipy.optimize import minimize_scalar
 
 from csna.shrink import EFFECT_SCALE_FILE, apply_effect_scale, rloss_scale
+from test_dr import TINY_FIT  # two members, a few epochs
 
 
 def rloss(lam, y, t, mu0, mu1, e1, c):
@@ -39,17 +40,23 @@ def test_on_gaussian_outcomes_it_is_the_bounded_minimiser_of_the_r_loss(seed):
     assert rloss_scale(*args[:5], c) == pytest.approx(ref, abs=1e-6)
 
 
-def test_one_extreme_outcome_does_not_set_the_scale():
+def test_winsorising_resists_one_extreme_outcome_but_flattens_a_long_tailed_effect():
+    # Why least squares is the default: winsorising the residuals protects λ from one
+    # earnings-like outlier, but where the effect itself has long tails (IHDP's exponential
+    # surface) it clips the signal and flattens a right τ̂.
     rng = np.random.default_rng(9)
     x, t, y, e, mu0, tau = confounded(400, rng, lambda x: np.full(len(x), 2.0))
     noisy = tau + rng.normal(scale=2.0, size=len(t))
     i = int(np.argmax(t * (noisy - 2.0)))  # the treated row with the largest spurious effect
     y = y.copy()
     y[i] += 200.0  # an earnings-like outlier in the direction of that spurious effect
-    args = (y, t, mu0, mu0 + noisy, e)
-    least_squares = minimize_scalar(rloss, bounds=(0, 1), args=args + (2.0,), method="bounded").x
-    assert least_squares > 0.5  # the square lets the one row pull λ up
-    assert rloss_scale(*args, 2.0) < 0.2
+    args = (y, t, mu0, mu0 + noisy, e, 2.0)
+    assert rloss_scale(*args) > 0.5  # the square lets the one row pull λ up
+    assert rloss_scale(*args, winsor=5.0) < 0.2
+    x, t, y, e, mu0, tau = confounded(2000, rng, lambda x: np.exp(1.5 * x[:, 1]))  # long-tailed, and right
+    c = float(tau.mean())
+    assert rloss_scale(y, t, mu0, mu0 + tau, e, c) > 0.9
+    assert rloss_scale(y, t, mu0, mu0 + tau, e, c, winsor=5.0) < 0.8
 
 
 def test_noise_is_shrunk_away_and_a_right_effect_is_kept():
@@ -94,19 +101,14 @@ def test_binary_shrunk_probabilities_stay_probabilities():
 
 # --- a trained run ------------------------------------------------------------------------------
 
-TINY = {"train__ensemble": 2, "train__ensemble_workers": 1, "phase1__epochs": 3, "phase1__min_epochs": 1,
-        "phase2__epochs": 1, "phase3__epochs": 1, "phase4__epochs": 1, "train__progress": False,
-        "log__tensorboard": False, "model__hidden": 32, "model__d": 16, "model__head_hidden": 32}
-
-
 @pytest.fixture(scope="module")
 def pair():
     from csna import CSNAEstimator
 
     rng = np.random.default_rng(5)
     x, t, y, *_ = confounded(600, rng, lambda x: np.full(len(x), 1.5))
-    shrunk = CSNAEstimator(**TINY).fit(y, t, X=x)
-    raw = CSNAEstimator(**TINY, train__effect_shrink="none").fit(y, t, X=x)
+    shrunk = CSNAEstimator(**TINY_FIT).fit(y, t, X=x)
+    raw = CSNAEstimator(**TINY_FIT, train__effect_shrink="none").fit(y, t, X=x)
     return shrunk, raw, x
 
 

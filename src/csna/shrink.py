@@ -16,12 +16,11 @@ members that predict them (``dr.held_out``), with a cross-fitted propensity:
     R(λ) = Σ_i ((y_i − m̂(x_i)) − (t_i − ê(x_i)) · (c + λ (τ̂(x_i) − c)))²,
     m̂ = ê μ̂1 + (1 − ê) μ̂0,
 
-a one-dimensional least-squares problem with a closed form (``rloss_scale``, which first
-winsorises extreme outcome residuals so that one earnings-like row cannot set λ). λ = 1 keeps τ̂,
+a one-dimensional least-squares problem with a closed form (``rloss_scale``). λ = 1 keeps τ̂,
 λ = 0 predicts the constant c. The average effect over the non-test rows does not move; the
 effects on subgroups (the ATT) move towards it when λ < 1. The held-out τ̂ of a row comes from
 the members that did not train on it (about one of four), so it is noisier than the
-ensemble's and λ leans towards shrinking: a conservative choice.
+ensemble's, and λ tends to shrink the ensemble's τ̂ a little more than it needs.
 
 Why not a library: EconML's ``RScorer`` scores a fitted CATE model by the same loss but does
 not fit a scale, and refits its own nuisances; here the nuisances are the ensemble's own
@@ -42,28 +41,29 @@ if TYPE_CHECKING:  # only an annotation: dr imports predict, which imports this 
 
 EFFECT_SCALE_FILE = "effect_scale.json"
 E_CLIP = 0.01  # propensities clipped to [E_CLIP, 1 − E_CLIP] in the R-loss residuals
-WINSOR = 5.0  # outcome residuals clipped at median ± WINSOR robust standard deviations
 
 
 def rloss_scale(y: np.ndarray, t: np.ndarray, mu0: np.ndarray, mu1: np.ndarray, e1: np.ndarray,
-                centre: float, winsor: float = WINSOR) -> float:
+                centre: float, winsor: float = np.inf) -> float:
     """The λ ∈ [0, 1] that minimises the R-loss of τ_λ = centre + λ (μ̂1 − μ̂0 − centre), in
-    closed form, after winsorising the outcome residuals at their median ± WINSOR robust
-    standard deviations (1.4826 × the median absolute deviation, scipy's "normal" scale).
+    closed form (least squares).
 
-    Why winsorise: on an earnings-like tuning table one treated row with y = 157,738 and a
-    held-out μ̂1 of 69,545 carried 78% of the least-squares numerator and set λ to 1.88 (clipped
-    to 1) where the truth was a near-constant effect. A Gaussian outcome almost never reaches
-    5 robust standard deviations, so there the fit is plain least squares (tested against a
-    numerical minimiser); Huber's loss was tried and biases λ upwards when τ̂ is very noisy,
-    because it down-weights exactly the rows with large τ̂ − c that carry the information.
+    ``winsor`` < inf first clips the outcome residuals at their median ± ``winsor`` robust
+    standard deviations (1.4826 × the median absolute deviation, scipy's "normal" scale). It is
+    not the default, and the tuning runs say why (``benchmarks/effect_shrink.py``,
+    benchmarks/RESULTS.md "Session 9"). On an earnings-like suite cell it helped: one row with
+    y = 157,738 set the least-squares λ to 1 where the truth was a near-constant effect. But on
+    IHDP's hard tuning replications the long tails *are* the effect (an exponential response
+    surface). Clipping them set λ to 0.66–0.72 where the right value was about 1, and √PEHE_out
+    went from 2.55 to 5.05. Least squares errs towards keeping τ̂, which costs little (its
+    worst case was +5%). Winsorising errs towards flattening a real effect, which costs a lot.
 
     Args:
         y, t: (n,) outcome and 0/1 treatment.
         mu0, mu1: (n,) held-out predictions under each arm.
         e1: (n,) held-out P(T = 1 | x).
         centre: the constant the effects shrink towards.
-        winsor: robust standard deviations kept (``inf``: plain least squares).
+        winsor: robust standard deviations kept (inf: plain least squares, the default).
 
     Returns:
         λ clipped to [0, 1]; 1.0 when the effects do not vary over the rows (nothing to scale).
@@ -74,10 +74,11 @@ def rloss_scale(y: np.ndarray, t: np.ndarray, mu0: np.ndarray, mu1: np.ndarray, 
     rt = np.asarray(t, dtype=np.float64) - e1  # (n,)
     z = rt * ((mu1 - mu0) - centre)  # (n,) the regressor of λ
     target = ry - rt * centre  # (n,)
-    spread = float(median_abs_deviation(target, scale="normal"))
-    if np.isfinite(spread) and spread > 0 and np.isfinite(winsor):
-        mid = float(np.median(target))
-        target = np.clip(target, mid - winsor * spread, mid + winsor * spread)
+    if np.isfinite(winsor):
+        spread = float(median_abs_deviation(target, scale="normal"))
+        if np.isfinite(spread) and spread > 0:
+            mid = float(np.median(target))
+            target = np.clip(target, mid - winsor * spread, mid + winsor * spread)
     zz = float(z @ z)
     if not np.isfinite(zz) or zz <= 1e-12 * max(float(target @ target), 1e-300):
         return 1.0
