@@ -8,7 +8,7 @@ construction; csna instead measures how much to keep.
 
 For each arm k against arm 0 it fits one number λ_k ∈ [0, 1] and predicts
 
-    τ'_k(x) = c_k + λ_k · (τ̂_k(x) − c_k),      c_k = mean of τ̂_k over the non-test rows,
+    τ'_k(x) = c_k + λ_k · (τ̂_k(x) − c_k),      c_k = mean of τ̂_k over the held-out rows,
 
 with λ_k the minimiser of the R-loss of Nie & Wager (2021) over the rows held out from the
 members that predict them (``dr.held_out``), with a cross-fitted propensity:
@@ -17,8 +17,9 @@ members that predict them (``dr.held_out``), with a cross-fitted propensity:
     m̂ = ê μ̂1 + (1 − ê) μ̂0,
 
 a one-dimensional least-squares problem with a closed form (``rloss_scale``). λ = 1 keeps τ̂,
-λ = 0 predicts the constant c. The average effect over the non-test rows does not move; the
-effects on subgroups (the ATT) move towards it when λ < 1. The held-out τ̂ of a row comes from
+λ = 0 predicts the constant c. The held-out rows are the non-test rows that some member did
+not train on. The average effect over them does not move; the effects on subgroups (the ATT)
+move towards it when λ < 1. The held-out τ̂ of a row comes from
 the members that did not train on it (about one of four), so it is noisier than the
 ensemble's, and λ tends to shrink the ensemble's τ̂ a little more than it needs.
 
