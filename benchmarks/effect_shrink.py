@@ -1,8 +1,9 @@
-"""Effect shrinkage (csna.shrink) on tuning seeds: √PEHE_out of the ensemble's τ̂ as trained,
-shrunk by the least-squares R-loss (the default), by the R-loss with winsorised residuals, and
-replaced by its mean c, from the same fits.
+"""Effect shrinkage (csna.shrink) on tuning seeds: √PEHE_out, ε_ATE_out and ε_ATT_out of the
+ensemble's τ̂ as trained, scaled by the R-loss λ about its mean c (Session 9's default), with the
+tested R-loss level (the default), with the R-loss level always, and replaced by c, from the
+same fits. (Session 9's table, with the winsorised variant, came from this script at 832752e.)
 
-    python benchmarks/effect_shrink.py --out DIR [--cells base,earnings] [--reps 1000,1001]
+    python benchmarks/effect_shrink.py --out DIR [--cells base,earnings] [--reps 1000,1001] [--also DIR2,DIR3]
     python benchmarks/effect_shrink.py --out DIR --ihdp --reps 1005,1010     # IHDP tuning replications
 
 Each fit trains csna with ``train.effect_shrink=none`` on a quick cell (csna.bench.suite) and
@@ -47,10 +48,16 @@ def dump(cell, rep: int, path: Path) -> None:
     print(f"{path.stem}: fitted in {secs:.0f} s", flush=True)
 
 
-def scores(path: Path, seed: int) -> dict[str, float]:
+VARIANTS = ("raw", "scale", "rloss", "level_always", "constant")
+
+
+def scores(path: Path, seed: int) -> dict[str, tuple[float, float, float]]:
+    """Per variant, (√PEHE_out, ε_ATE_out, ε_ATT_out) on the fit's test rows: τ̂ as trained
+    (raw), λ alone about c (``scale``, Session 9's default), λ with the tested level (``rloss``,
+    the default: ``fit_effect_scale``'s rule), the joint (a, λ) always (level_always), and c."""
     from csna.dr import out_of_fold_mu
     from csna.propensity import crossfit_propensity
-    from csna.shrink import rloss_scale
+    from csna.shrink import LEVEL_Z, rloss_level, rloss_scale
 
     z = np.load(path)
     mus, x, T, Y, mu, test = z["mus"], z["x"], z["T"], z["Y"], z["mu"], z["test"]
@@ -67,26 +74,30 @@ def scores(path: Path, seed: int) -> dict[str, float]:
     tau_hat = ens[:, 1] - ens[:, 0]  # (n,)
     c = float(tau_hat[cand].mean())
     tau = mu[:, 1] - mu[:, 0]
+    treated = test[T[test] == 1]
 
-    def pehe(t):
-        return float(np.sqrt(np.mean((t[test] - tau[test]) ** 2)))
+    def score(t):
+        att = abs(float(t[treated].mean() - tau[treated].mean())) if len(treated) else float("nan")
+        return (float(np.sqrt(np.mean((t[test] - tau[test]) ** 2))), abs(float(t[test].mean() - tau[test].mean())), att)
 
-    out = {"raw": pehe(tau_hat), "constant": pehe(np.full(n, c))}
-    for name, winsor in (("least_squares", np.inf), ("winsorised", 5.0)):
-        lam = rloss_scale(Y[rows].astype(float), T[rows].astype(float), oof[mask, 0], oof[mask, 1], e1, c, winsor)
-        out[name] = pehe(c + lam * (tau_hat - c))
-        out[f"lambda_{name}"] = lam
-    return out
+    args = (Y[rows].astype(float), T[rows].astype(float), oof[mask, 0], oof[mask, 1], e1, c)
+    lam = rloss_scale(*args)
+    a, lam_a, se = rloss_level(*args)
+    moved = abs(a - c) > LEVEL_Z * se
+    return {"raw": score(tau_hat), "scale": score(c + lam * (tau_hat - c)),
+            "rloss": score((a + lam_a * (tau_hat - c)) if moved else (c + lam * (tau_hat - c))),
+            "level_always": score(a + lam_a * (tau_hat - c)), "constant": score(np.full(n, c)),
+            "moved": moved, "lambda": lam_a if moved else lam, "level": a, "centre": c, "level_se": se}
 
 
 def main() -> None:
-    from csna.bench.suite import quick_cells
+    from csna.bench.suite import CELLS, quick_cells
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--cells", default=None, help="comma-separated quick cells (default: all eight)")
+    ap.add_argument("--cells", default=None, help="comma-separated cells of the suite (default: the eight quick ones)")
     ap.add_argument("--reps", default="1000,1001")
-    ap.add_argument("--also", default=None, help="another DIR of saved fits to score in the same table")
+    ap.add_argument("--also", default=None, help="other DIRs of saved fits (comma-separated) to score in the same table")
     ap.add_argument("--seed", type=int, default=0, help="the cross-fitted propensity's seed")
     ap.add_argument("--ihdp", action="store_true", help="IHDP replications instead of the suite's quick cells")
     args = ap.parse_args()
@@ -94,7 +105,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     wanted = set(args.cells.split(",")) if args.cells else None
     table = []
-    cells = [None] if args.ihdp else [c for c in quick_cells() if wanted is None or c.name in wanted]
+    cells = [None] if args.ihdp else (list(quick_cells()) if wanted is None else [c for c in CELLS if c.name in wanted])
     for rep in (int(r) for r in args.reps.split(",")):
         for cell in cells:
             path = out / f"{'ihdp' if cell is None else cell.name}-{rep}.npz"
@@ -102,19 +113,25 @@ def main() -> None:
                 dump(cell, rep, path)
             table.append((path.stem, scores(path, args.seed)))
     if args.also:
-        table += [(p.stem, scores(p, args.seed)) for p in sorted(Path(args.also).glob("*.npz"))]
-    print("| fit | raw | least squares, the default (λ) | winsorised at 5 robust sd (λ) | constant c |")
-    print("|---|---:|---:|---:|---:|")
+        table += [(p.stem, scores(p, args.seed)) for d in args.also.split(",") for p in sorted(Path(d).glob("*.npz"))]
+    print("| fit | raw | scale (Session 9) | rloss, the default | level always | constant c | c → a ± se (moved) |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     for name, s in sorted(table):
-        print(f"| {name} | {s['raw']:.3f} | {s['least_squares']:.3f} ({s['lambda_least_squares']:.2f}) | "
-              f"{s['winsorised']:.3f} ({s['lambda_winsorised']:.2f}) | {s['constant']:.3f} |")
-    raw = np.array([s["raw"] for _, s in table])
+        print(f"| {name} | " + " | ".join(f"{s[v][0]:.3f}" for v in VARIANTS)
+              + f" | {s['centre']:.3f} → {s['level']:.3f} ± {s['level_se']:.3f} ({'yes' if s['moved'] else 'no'}) |")
     print()
-    for v in ("least_squares", "winsorised", "constant"):
-        lr = np.log(np.array([s[v] for _, s in table]) / raw)
-        se = lr.std(ddof=1) / np.sqrt(len(lr)) if len(lr) > 1 else float("nan")
-        print(f"- {v}: geometric-mean ratio to raw {np.exp(lr.mean()):.3f} (log s.e. {se:.3f}), "
-              f"better on {(lr < -1e-9).sum()} of {len(lr)}, worst {np.exp(lr.max()):.3f}")
+    print("Against `scale` (Session 9's default): geometric-mean ratio (log s.e.), fits better of all, worst ratio")
+    print()
+    print("| variant | √PEHE_out | ε_ATE_out | ε_ATT_out |")
+    print("|---|---|---|---|")
+    for v in VARIANTS:
+        cells = []
+        for i in range(3):
+            lr = np.log(np.array([(s[v][i] + 1e-3) / (s["scale"][i] + 1e-3) for _, s in table]))
+            lr = lr[np.isfinite(lr)]
+            se = lr.std(ddof=1) / np.sqrt(len(lr)) if len(lr) > 1 else float("nan")
+            cells.append(f"{np.exp(lr.mean()):.3f} ({se:.3f}), {(lr < -1e-9).sum()}/{len(lr)}, {np.exp(lr.max()):.2f}")
+        print(f"| {v} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -1,22 +1,25 @@
-"""Effect shrinkage (csna.shrink): the R-loss scale against a numerical minimiser, its behaviour
-on effects that are pure noise and on effects that are right, the shrunk predictions'
-invariants, and a trained run that writes, reloads and applies it."""
+"""Effect shrinkage (csna.shrink): the R-loss scale and level against a numerical minimiser, their
+behaviour on effects that are pure noise, right, or confounded, the level test's false-alarm
+rate, the shrunk predictions' invariants, and a trained run that writes, reloads and applies
+them."""
 
 import json
 
 import numpy as np
 import pytest
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 
-from csna.shrink import EFFECT_SCALE_FILE, apply_effect_scale, rloss_scale
+from csna.shrink import EFFECT_SCALE_FILE, LEVEL_Z, apply_effect_scale, rloss_level, rloss_scale
 from test_dr import TINY_FIT  # two members, a few epochs
 
 
-def rloss(lam, y, t, mu0, mu1, e1, c):
-    """The R-loss written out, as the module's docstring defines it (slow, obvious)."""
+def rloss(lam, y, t, mu0, mu1, e1, c, level=None):
+    """The R-loss written out, as the module's docstring defines it (slow, obvious); the level
+    a is c unless given."""
     e1 = np.clip(e1, 0.01, 0.99)
     m = e1 * mu1 + (1 - e1) * mu0
-    return float(np.sum(((y - m) - (t - e1) * (c + lam * ((mu1 - mu0) - c))) ** 2))
+    a = c if level is None else level
+    return float(np.sum(((y - m) - (t - e1) * (a + lam * ((mu1 - mu0) - c))) ** 2))
 
 
 def confounded(n, rng, tau_fn):
@@ -38,6 +41,40 @@ def test_on_gaussian_outcomes_it_is_the_bounded_minimiser_of_the_r_loss(seed):
     args = (y, t, mu0, mu0 + noisy_tau, e, c)
     ref = minimize_scalar(rloss, bounds=(0, 1), args=args, method="bounded", options={"xatol": 1e-10}).x
     assert rloss_scale(*args[:5], c) == pytest.approx(ref, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_joint_level_and_scale_are_the_bounded_minimiser_of_the_r_loss(seed):
+    rng = np.random.default_rng(10 + seed)
+    x, t, y, e, mu0, tau = confounded(400, rng, lambda x: 1 + x[:, 1])
+    biased = tau + 0.7 * x[:, 0] + rng.normal(scale=rng.uniform(0.1, 2), size=len(t))
+    c = float(biased.mean())
+    args = (y, t, mu0, mu0 + biased, e, c)
+    ref = minimize(lambda v: rloss(v[1], *args, level=v[0]), x0=[c, 0.5], bounds=[(None, None), (0, 1)],
+                   method="L-BFGS-B", options={"ftol": 1e-14, "gtol": 1e-10}).x
+    a, lam, se = rloss_level(*args)
+    assert (a, lam) == pytest.approx(tuple(ref), abs=1e-4)
+    assert 0 < se < 1
+
+
+def test_the_level_corrects_a_confounded_plug_in_and_its_test_rarely_moves_a_right_one():
+    # A constant effect of 2 and an outcome model that left part of the confounder x0 in τ̂ (as
+    # a regularised model does under strong confounding): its plug-in level is off, the R-loss
+    # level is not, because it is orthogonal to errors in μ̂ when ê is right.
+    rng = np.random.default_rng(7)
+    x, t, y, e, mu0, tau = confounded(4000, rng, lambda x: np.full(len(x), 2.0))
+    leak = 0.8 * (x[:, 0] + 1.0)  # confounding left in both the effect and the control outcome
+    args = (y, t, mu0 - 0.5 * leak, mu0 + tau + 0.5 * leak, e)
+    c = float((tau + leak).mean())
+    a, lam, se = rloss_level(*args, c)
+    assert abs(c - 2.0) > 0.5 and abs(a - 2.0) < 3 * se and abs(a - c) > LEVEL_Z * se
+    # Right μ̂ and ê, a noisy τ̂: the test should move the level about 5% of the time.
+    moved = 0
+    for r in range(200):
+        x, t, y, e, mu0, tau = confounded(300, np.random.default_rng(100 + r), lambda x: 1 + x[:, 1])
+        a, lam, se = rloss_level(y, t, mu0, mu0 + tau, e, float(tau.mean()))
+        moved += abs(a - float(tau.mean())) > LEVEL_Z * se
+    assert 2 <= moved <= 24  # 1%–12% of 200
 
 
 def test_winsorising_resists_one_extreme_outcome_but_flattens_a_long_tailed_effect():
@@ -87,6 +124,12 @@ def test_applied_scale_moves_only_the_effects():
         np.testing.assert_allclose(out[:, k] - out[:, 0], c + lam * (mu[:, k] - mu[:, 0] - c), atol=1e-12)
     np.testing.assert_allclose((p * out).sum(1), (p * mu).sum(1), atol=1e-12)  # observed-outcome fit kept
     assert apply_effect_scale({**es, "scale": [1.0, 1.0]}, mu, p, "continuous") == {}
+    moved = {**es, "level": [0.8, -0.2]}  # arm 1's level moved, arm 2's kept
+    out = apply_effect_scale(moved, mu, p, "continuous")["mu"]
+    np.testing.assert_allclose(out[:, 1] - out[:, 0], 0.8 + 0.25 * (mu[:, 1] - mu[:, 0] - 0.3), atol=1e-12)
+    np.testing.assert_allclose(out[:, 2] - out[:, 0], -0.2 + 0.6 * (mu[:, 2] - mu[:, 0] + 0.2), atol=1e-12)
+    np.testing.assert_allclose((p * out).sum(1), (p * mu).sum(1), atol=1e-12)
+    assert apply_effect_scale({**moved, "scale": [1.0, 1.0]}, mu, p, "continuous") != {}
 
 
 def test_binary_shrunk_probabilities_stay_probabilities():
@@ -117,8 +160,8 @@ def test_trained_run_applies_its_scale_to_the_same_members(pair):
     es = shrunk.run_.effect_scale
     assert raw.run_.effect_scale is None and es["method"] == "rloss" and 0 <= es["scale"][0] <= 1
     # Same seeds, same members: the shrunk effect is the raw one scaled about the centre.
-    c, lam = es["centre"][0], es["scale"][0]
-    np.testing.assert_allclose(shrunk.effect(x), c + lam * (raw.effect(x) - c), rtol=1e-6, atol=1e-6)
+    a, c, lam = es["level"][0], es["centre"][0], es["scale"][0]
+    np.testing.assert_allclose(shrunk.effect(x), a + lam * (raw.effect(x) - c), rtol=1e-6, atol=1e-6)
 
 
 def test_scale_is_saved_and_loaded(pair, tmp_path):

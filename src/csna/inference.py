@@ -8,7 +8,9 @@ variance of a full-data estimate is r / (1 − r) times the members' variance:
 
     se(x) = sqrt(r / (1 − r) · s²(x)),   s²(x) = Σ_j (τ'_j(x) − τ̄'(x))² / (M − 1),
 
-with τ'_j member j's effect after the run's shrinkage (``csna.shrink``). It covers the
+with τ'_j member j's effect after the run's shrinkage (``csna.shrink``). Where the shrinkage
+moved the level of an arm to its R-loss estimate a, that estimate's variance se(a)² is added
+(it is shared by every member, so their spread does not see it). It covers the
 variance of the fit (rows and seeds), not its bias: a model that is wrong the same way in
 every member gets narrow intervals. Their coverage is measured, not assumed
 (``benchmarks/RESULTS.md``, "Interval coverage"). One member gives no spread: NaN.
@@ -34,6 +36,7 @@ from scipy.stats import norm
 
 from .predict import member_predictions
 from .rundir import Run
+from .shrink import effect_map
 
 
 def train_share(run: Run) -> float:
@@ -56,9 +59,8 @@ def member_effects(run: Run, x: np.ndarray, gates: bool = True) -> np.ndarray:
     for p in member_predictions(run, x, gates):
         tau = p["mu"] - p["mu"][:, :1]  # (n, K)
         if es is not None:
-            c = np.concatenate([[0.0], es["centre"]])  # (K,)
-            lam = np.concatenate([[1.0], es["scale"]])  # (K,)
-            tau = c + lam * (tau - c)
+            a, lam, c = (np.concatenate([[v], arr]) for v, arr in zip((0.0, 1.0, 0.0), effect_map(es)))  # (K,)
+            tau = a + lam * (tau - c)
         out.append(tau)
     return np.stack(out)
 
@@ -71,10 +73,22 @@ def jackknife_stderr(effects: np.ndarray, share: float) -> np.ndarray:
     return np.sqrt(share / (1.0 - share) * effects.var(axis=0, ddof=1))
 
 
+def level_variance(run: Run) -> np.ndarray:
+    """(K,) se(a_k)² of each arm whose level the shrinkage moved (``csna.shrink``), else 0."""
+    es = run.effect_scale
+    out = np.zeros(run.prep.n_treatments)
+    if es is not None and "level_se" in es:
+        level, _, centre = effect_map(es)
+        out[1:] = np.where(level != centre, np.square(es["level_se"]), 0.0)
+    return out
+
+
 def effect_stderr(run: Run, x: np.ndarray, t0: int = 0, t1: int = 1, gates: bool = True) -> np.ndarray:
     """(n,) se(x) of arm t1 against t0 (the module docstring)."""
     eff = member_effects(run, x, gates)  # (M, n, K)
-    return jackknife_stderr(eff[:, :, t1] - eff[:, :, t0], train_share(run))
+    se = jackknife_stderr(eff[:, :, t1] - eff[:, :, t0], train_share(run))
+    lv = level_variance(run)
+    return np.sqrt(se**2 + lv[t1] + lv[t0])
 
 
 def _two_sided(alpha: float) -> float:

@@ -1,4 +1,5 @@
-"""Effect shrinkage: how much of the heterogeneity in τ̂(x) the held-out rows support.
+"""Effect shrinkage: how much of the heterogeneity in τ̂(x), and which level, the held-out rows
+support.
 
 Two outcome heads fitted separately (TARNet's shape) each fit their own arm's noise, and the
 difference τ̂(x) = μ̂1(x) − μ̂0(x) inherits both: on an earnings-like table of the stress suite
@@ -6,22 +7,34 @@ difference τ̂(x) = μ̂1(x) − μ̂0(x) inherits both: on an earnings-like ta
 of that away, not all. The tree learners that led the suite shrink τ̂ towards a constant by
 construction; csna instead measures how much to keep.
 
-For each arm k against arm 0 it fits one number λ_k ∈ [0, 1] and predicts
+For each arm k against arm 0 it fits λ_k ∈ [0, 1] (and, when the data reject the plug-in level,
+a level a_k) and predicts
 
-    τ'_k(x) = c_k + λ_k · (τ̂_k(x) − c_k),      c_k = mean of τ̂_k over the held-out rows,
+    τ'_k(x) = a_k + λ_k · (τ̂_k(x) − c_k),      c_k = mean of τ̂_k over the held-out rows,
 
-with λ_k the minimiser of the R-loss of Nie & Wager (2021) over the rows held out from the
+with (a_k, λ_k) minimising the R-loss of Nie & Wager (2021) over the rows held out from the
 members that predict them (``dr.held_out``), with a cross-fitted propensity:
 
-    R(λ) = Σ_i ((y_i − m̂(x_i)) − (t_i − ê(x_i)) · (c + λ (τ̂(x_i) − c)))²,
+    R(a, λ) = Σ_i ((y_i − m̂(x_i)) − (t_i − ê(x_i)) · (a + λ (τ̂(x_i) − c)))²,
     m̂ = ê μ̂1 + (1 − ê) μ̂0,
 
-a one-dimensional least-squares problem with a closed form (``rloss_scale``). λ = 1 keeps τ̂,
-λ = 0 predicts the constant c. The held-out rows are the non-test rows that some member did
-not train on. The average effect over them does not move; the effects on subgroups (the ATT)
-move towards it when λ < 1. The held-out τ̂ of a row comes from
-the members that did not train on it (about one of four), so it is noisier than the
-ensemble's, and λ tends to shrink the ensemble's τ̂ a little more than it needs.
+least squares with a closed form. λ = 1 keeps τ̂'s spread, λ = 0 predicts a constant.
+
+**The level.** The plug-in level c inherits the outcome model's confounding bias (regularised
+outcome heads under strong confounding leave part of the naive difference in τ̂: on the
+confounded linear SCM of issue 18 the ATT came out 2.59 for a true 2.0). The R-loss level a is
+Robinson's partially linear estimate: Neyman-orthogonal, so an error in μ̂ moves it only through
+its product with the error in ê. It is also noisier than c. ``train.effect_shrink: rloss`` (the
+default) keeps c unless the held-out rows reject it, |a − c| > LEVEL_Z · se(a) (a two-sided test
+at about 5%, se from the sandwich of the normal equation of a); then it takes the joint fit
+(a, λ). Otherwise it fits λ alone about c (``rloss_scale``), which is what ``scale`` always does.
+Chosen on 36 tuning fits (benchmarks/RESULTS.md, "Session 10"): moving the level always helped
+the strongly confounded cells and cost the others their plug-in's lower noise; the test keeps
+the first and not the second.
+
+The held-out rows are the non-test rows that some member did not train on. The held-out τ̂ of
+a row comes from the members that did not train on it (about one of four), so it is noisier
+than the ensemble's, and λ tends to shrink the ensemble's τ̂ a little more than it needs.
 
 Why not a library: EconML's ``RScorer`` scores a fitted CATE model by the same loss but does
 not fit a scale, and refits its own nuisances; here the nuisances are the ensemble's own
@@ -42,6 +55,15 @@ if TYPE_CHECKING:  # only an annotation: dr imports predict, which imports this 
 
 EFFECT_SCALE_FILE = "effect_scale.json"
 E_CLIP = 0.01  # propensities clipped to [E_CLIP, 1 − E_CLIP] in the R-loss residuals
+LEVEL_Z = 2.0  # the plug-in level is replaced only when |a − c| > LEVEL_Z · se(a)
+
+
+def _residuals(y, t, mu0, mu1, e1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(y − m̂, t − ê, τ̂) of the R-loss, ê clipped to [E_CLIP, 1 − E_CLIP]."""
+    e1 = np.clip(np.asarray(e1, dtype=np.float64), E_CLIP, 1.0 - E_CLIP)
+    mu0, mu1 = np.asarray(mu0, dtype=np.float64), np.asarray(mu1, dtype=np.float64)
+    ry = np.asarray(y, dtype=np.float64) - (e1 * mu1 + (1.0 - e1) * mu0)  # (n,)
+    return ry, np.asarray(t, dtype=np.float64) - e1, mu1 - mu0
 
 
 def rloss_scale(y: np.ndarray, t: np.ndarray, mu0: np.ndarray, mu1: np.ndarray, e1: np.ndarray,
@@ -69,11 +91,8 @@ def rloss_scale(y: np.ndarray, t: np.ndarray, mu0: np.ndarray, mu1: np.ndarray, 
     Returns:
         λ clipped to [0, 1]; 1.0 when the effects do not vary over the rows (nothing to scale).
     """
-    e1 = np.clip(np.asarray(e1, dtype=np.float64), E_CLIP, 1.0 - E_CLIP)
-    mu0, mu1 = np.asarray(mu0, dtype=np.float64), np.asarray(mu1, dtype=np.float64)
-    ry = np.asarray(y, dtype=np.float64) - (e1 * mu1 + (1.0 - e1) * mu0)  # (n,)
-    rt = np.asarray(t, dtype=np.float64) - e1  # (n,)
-    z = rt * ((mu1 - mu0) - centre)  # (n,) the regressor of λ
+    ry, rt, tau = _residuals(y, t, mu0, mu1, e1)
+    z = rt * (tau - centre)  # (n,) the regressor of λ
     target = ry - rt * centre  # (n,)
     if np.isfinite(winsor):
         spread = float(median_abs_deviation(target, scale="normal"))
@@ -86,37 +105,79 @@ def rloss_scale(y: np.ndarray, t: np.ndarray, mu0: np.ndarray, mu1: np.ndarray, 
     return float(np.clip(z @ target / zz, 0.0, 1.0))
 
 
-def fit_effect_scale(ho: HeldOut, n_treatments: int, outcome_type: str, seed: int) -> dict[str, Any] | None:
-    """λ_k and c_k for every arm k ≥ 1 against arm 0 (``rloss_scale``) on the held-out rows.
+def rloss_level(y: np.ndarray, t: np.ndarray, mu0: np.ndarray, mu1: np.ndarray, e1: np.ndarray,
+                centre: float) -> tuple[float, float, float]:
+    """The joint R-loss fit (a, λ) of τ = a + λ (μ̂1 − μ̂0 − centre), least squares with λ
+    clipped to [0, 1] (a refitted given the clipped λ), and the standard error of a.
 
-    c_k is the mean of the whole ensemble's τ̂_k over those rows. With K > 2, arm k's λ uses
-    the rows of arms 0 and k and the propensity ê_k / (ê_0 + ê_k).
+    se(a) is the heteroskedasticity-robust (sandwich) error of a's normal equation with λ held
+    fixed: √Σ (r_t,i · u_i)² / Σ r_t,i², u the residuals of the fit, r_t = t − ê.
+
+    Args: as ``rloss_scale``.
 
     Returns:
-        {"method": "rloss", "centre": [c_1 …], "scale": [λ_1 …], "rows": [n_1 …]}, or None for a
-        multiclass outcome (its μ̂ is a class index, not a mean to shrink) or when an arm has
-        fewer than 10 held-out rows on either side.
+        (a, λ, se(a)).
+    """
+    ry, rt, tau = _residuals(y, t, mu0, mu1, e1)
+    z = rt * (tau - centre)  # (n,)
+    tt = float(rt @ rt)
+    if float(z @ z) <= 1e-12 * max(tt, 1e-300):  # τ̂ constant: only the level to fit
+        lam = 1.0
+    else:
+        lam = float(np.linalg.lstsq(np.stack([rt, z], axis=1), ry, rcond=None)[0][1])
+        lam = float(np.clip(lam, 0.0, 1.0)) if np.isfinite(lam) else 1.0
+    a = float(rt @ (ry - lam * z) / tt)
+    u = ry - rt * a - lam * z  # (n,)
+    return a, lam, float(np.sqrt(np.sum((rt * u) ** 2)) / tt)
+
+
+def fit_effect_scale(ho: HeldOut, n_treatments: int, outcome_type: str, seed: int,
+                     level: bool = True) -> dict[str, Any] | None:
+    """a_k, λ_k and c_k for every arm k ≥ 1 against arm 0 on the held-out rows (the module
+    docstring): c_k is the mean of the whole ensemble's τ̂_k over those rows; a_k = c_k and λ_k
+    from ``rloss_scale`` unless ``level`` and the joint fit ``rloss_level`` rejects c_k at
+    LEVEL_Z standard errors, when (a_k, λ_k) are the joint fit's. With K > 2, arm k uses the rows
+    of arms 0 and k and the propensity ê_k / (ê_0 + ê_k).
+
+    Returns:
+        {"method": "rloss" | "scale", "centre": [c_1 …], "level": [a_1 …], "level_se":
+        [se(a_1) …] (the joint fit's, moved or not), "scale": [λ_1 …], "rows": [n_1 …]}, or None
+        for a multiclass outcome (its μ̂ is a class index, not a mean to shrink) or when an arm
+        has fewer than 10 held-out rows on either side.
     """
     if outcome_type == "multiclass" or len(ho.rows) == 0:
         return None
     e = ho.propensity(n_treatments, seed)  # (n_r, K)
-    centre, scale, rows = [], [], []
+    centre, levels, level_se, scale, rows = [], [], [], [], []
     for k in range(1, n_treatments):
         pair = (ho.t == 0) | (ho.t == k)
         if min(int((ho.t == 0).sum()), int((ho.t == k).sum())) < 10:
             return None
         c = float((ho.mu_all[:, k] - ho.mu_all[:, 0]).mean())
         e1 = e[pair, k] / np.maximum(e[pair, 0] + e[pair, k], 1e-12)
-        lam = rloss_scale(ho.y[pair], (ho.t[pair] == k).astype(np.float64), ho.mu[pair, 0], ho.mu[pair, k], e1, c)
+        args = (ho.y[pair], (ho.t[pair] == k).astype(np.float64), ho.mu[pair, 0], ho.mu[pair, k], e1, c)
+        lam = rloss_scale(*args)
+        a, lam_a, se = rloss_level(*args)
+        moved = level and np.isfinite(se) and abs(a - c) > LEVEL_Z * se
         centre.append(c)
-        scale.append(lam)
+        levels.append(a if moved else c)
+        level_se.append(se)
+        scale.append(lam_a if moved else lam)
         rows.append(int(pair.sum()))
-    return {"method": "rloss", "centre": centre, "scale": scale, "rows": rows}
+    return {"method": "rloss" if level else "scale", "centre": centre, "level": levels, "level_se": level_se,
+            "scale": scale, "rows": rows}
+
+
+def effect_map(es: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, λ, c), each (K − 1,), of τ' = a + λ (τ̂ − c); a = c for a scale written before the
+    level existed (an effect_scale.json without "level")."""
+    centre = np.asarray(es["centre"], dtype=np.float64)
+    return np.asarray(es.get("level", centre), dtype=np.float64), np.asarray(es["scale"], dtype=np.float64), centre
 
 
 def apply_effect_scale(es: dict[str, Any], mu: np.ndarray, propensity: np.ndarray,
                        outcome_type: str) -> dict[str, np.ndarray]:
-    """Shrunk predictions: τ'_k = c_k + λ_k (μ̂_k − μ̂_0 − c_k), with μ̂'_0 chosen so that the
+    """Shrunk predictions: τ'_k = a_k + λ_k (μ̂_k − μ̂_0 − c_k), with μ̂'_0 chosen so that the
     propensity-weighted mean Σ_t ê_t μ̂_t (the model's prediction of the observed outcome)
     does not change, and μ̂'_k = μ̂'_0 + τ'_k.
 
@@ -128,14 +189,13 @@ def apply_effect_scale(es: dict[str, Any], mu: np.ndarray, propensity: np.ndarra
     Returns:
         {"mu": (n, K)} and, for a binary outcome, {"probs": (n, K, 2)} with μ̂' clipped to [0, 1].
     """
-    scale = np.asarray(es["scale"], dtype=np.float64)  # (K − 1,)
-    if np.all(scale == 1.0):
+    level, scale, centre = effect_map(es)  # (K − 1,) each
+    if np.all(scale == 1.0) and np.array_equal(level, centre):
         return {}
-    centre = np.asarray(es["centre"], dtype=np.float64)  # (K − 1,)
     mu = np.asarray(mu, dtype=np.float64)
     p = np.asarray(propensity, dtype=np.float64)
     p = p / np.maximum(p.sum(1, keepdims=True), 1e-12)  # (n, K)
-    tau = centre + scale * ((mu[:, 1:] - mu[:, :1]) - centre)  # (n, K − 1)
+    tau = level + scale * ((mu[:, 1:] - mu[:, :1]) - centre)  # (n, K − 1)
     m = (p * mu).sum(1)  # (n,)
     mu0 = m - (p[:, 1:] * tau).sum(1)  # (n,)
     out = np.concatenate([mu0[:, None], mu0[:, None] + tau], axis=1)  # (n, K)
