@@ -1,7 +1,7 @@
 """Effect shrinkage (csna.shrink) on tuning seeds: √PEHE_out, ε_ATE_out and ε_ATT_out of the
 ensemble's τ̂ as trained, scaled by the R-loss λ about its mean c (Session 9's default), with the
-tested R-loss level (the default), with the R-loss level always, and replaced by c, from the
-same fits. (Session 9's table, with the winsorised variant, came from this script at 832752e.)
+tested R-loss level, with the tested level and the test of λ (the default), with the R-loss level
+always, and replaced by c, from the same fits. (Session 9's table, with the winsorised variant, came from this script at 832752e.)
 
     python benchmarks/effect_shrink.py --out DIR [--cells base,earnings] [--reps 1000,1001] [--also DIR2,DIR3]
     python benchmarks/effect_shrink.py --out DIR --ihdp --reps 1005,1010     # IHDP tuning replications
@@ -48,16 +48,17 @@ def dump(cell, rep: int, path: Path) -> None:
     print(f"{path.stem}: fitted in {secs:.0f} s", flush=True)
 
 
-VARIANTS = ("raw", "scale", "rloss", "level_always", "constant")
+VARIANTS = ("raw", "scale", "level_test", "rloss", "level_always", "constant")
 
 
 def scores(path: Path, seed: int) -> dict[str, tuple[float, float, float]]:
     """Per variant, (√PEHE_out, ε_ATE_out, ε_ATT_out) on the fit's test rows: τ̂ as trained
-    (raw), λ alone about c (``scale``, Session 9's default), λ with the tested level (``rloss``,
-    the default: ``fit_effect_scale``'s rule), the joint (a, λ) always (level_always), and c."""
+    (raw), λ alone about c (``scale``, Session 9's default), λ with the tested level and no test
+    of λ (level_test), both tests (``rloss``, the default: ``shrink_rule``), the joint (a, λ)
+    always (level_always), and c."""
     from csna.dr import out_of_fold_mu
     from csna.propensity import crossfit_propensity
-    from csna.shrink import LEVEL_Z, rloss_level, rloss_scale
+    from csna.shrink import TEST_Z, rloss_level, rloss_scale, shrink_rule
 
     z = np.load(path)
     mus, x, T, Y, mu, test = z["mus"], z["x"], z["T"], z["Y"], z["mu"], z["test"]
@@ -83,11 +84,14 @@ def scores(path: Path, seed: int) -> dict[str, tuple[float, float, float]]:
     args = (Y[rows].astype(float), T[rows].astype(float), oof[mask, 0], oof[mask, 1], e1, c)
     lam = rloss_scale(*args)
     a, lam_a, se = rloss_level(*args)
-    moved = abs(a - c) > LEVEL_Z * se
+    moved = abs(a - c) > TEST_Z * se
+    rule = shrink_rule(*args)
     return {"raw": score(tau_hat), "scale": score(c + lam * (tau_hat - c)),
-            "rloss": score((a + lam_a * (tau_hat - c)) if moved else (c + lam * (tau_hat - c))),
+            "level_test": score((a + lam_a * (tau_hat - c)) if moved else (c + lam * (tau_hat - c))),
+            "rloss": score(rule["level"] + rule["scale"] * (tau_hat - c)),
             "level_always": score(a + lam_a * (tau_hat - c)), "constant": score(np.full(n, c)),
-            "moved": moved, "lambda": lam_a if moved else lam, "level": a, "centre": c, "level_se": se}
+            "moved": moved, "level": a, "centre": c, "level_se": se, "lambda": rule["scale"],
+            "lambda_se": rule["scale_se"]}
 
 
 def main() -> None:
@@ -114,11 +118,13 @@ def main() -> None:
             table.append((path.stem, scores(path, args.seed)))
     if args.also:
         table += [(p.stem, scores(p, args.seed)) for d in args.also.split(",") for p in sorted(Path(d).glob("*.npz"))]
-    print("| fit | raw | scale (Session 9) | rloss, the default | level always | constant c | c → a ± se (moved) |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("| fit | raw | scale (Session 9) | level test | rloss, the default | level always | constant c "
+          "| c → a ± se (moved) | rloss λ (se) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|")
     for name, s in sorted(table):
         print(f"| {name} | " + " | ".join(f"{s[v][0]:.3f}" for v in VARIANTS)
-              + f" | {s['centre']:.3f} → {s['level']:.3f} ± {s['level_se']:.3f} ({'yes' if s['moved'] else 'no'}) |")
+              + f" | {s['centre']:.3f} → {s['level']:.3f} ± {s['level_se']:.3f} ({'yes' if s['moved'] else 'no'})"
+              + f" | {s['lambda']:.2f} ({s['lambda_se']:.2f}) |")
     print()
     print("Against `scale` (Session 9's default): geometric-mean ratio (log s.e.), fits better of all, worst ratio")
     print()

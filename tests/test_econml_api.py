@@ -62,16 +62,20 @@ def test_three_arms_give_two_columns():
 def test_effect_inference_is_the_members_jackknife(fitted):
     est, (y, t, x, tau) = fitted
     inf = est.effect_inference(x[:100])
-    # The slow obvious reference: each member's own τ̂, shrunk by the run's scale, spread × r/(1−r).
+    # The slow obvious reference: each member's own τ̂, shrunk by the run's scale, spread × r/(1−r),
+    # and the variance of the shared level added.
     run = est.run_
-    c, lam = run.effect_scale["centre"][0], run.effect_scale["scale"][0]
+    es = run.effect_scale
+    a, c, lam, level_se = es["level"][0], es["centre"][0], es["scale"][0], es["level_se"][0]
     members = []
     for m in run.all_members():
         solo = CSNAEstimator(config=run.cfg)
         solo._set_run(type(run)(**{**m.__dict__, "members": [], "effect_scale": None}))
-        members.append(c + lam * (solo.effect(x[:100]) - c))
+        members.append(a + lam * (solo.effect(x[:100]) - c))
     r = np.mean([len(m.splits["train"]) / (len(m.splits["train"]) + len(m.splits["val"])) for m in run.all_members()])
-    np.testing.assert_allclose(inf.stderr, np.std(members, axis=0, ddof=1) * np.sqrt(r / (1 - r)), rtol=1e-5)
+    spread = np.std(members, axis=0, ddof=1) * np.sqrt(r / (1 - r))
+    assert level_se > 0
+    np.testing.assert_allclose(inf.stderr, np.sqrt(spread**2 + level_se**2), rtol=1e-5)
     np.testing.assert_allclose(inf.point_estimate, est.effect(x[:100]))
     lo, hi = est.effect_interval(x[:100], alpha=0.1)
     np.testing.assert_allclose(lo, inf.point_estimate - norm.ppf(0.95) * inf.stderr)

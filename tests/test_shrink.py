@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize, minimize_scalar
 
-from csna.shrink import EFFECT_SCALE_FILE, LEVEL_Z, apply_effect_scale, rloss_level, rloss_scale
+from csna.shrink import (EFFECT_SCALE_FILE, TEST_Z, apply_effect_scale, rloss_level, rloss_scale, scale_stderr,
+                         shrink_rule)
 from test_dr import TINY_FIT  # two members, a few epochs
 
 
@@ -67,14 +68,49 @@ def test_the_level_corrects_a_confounded_plug_in_and_its_test_rarely_moves_a_rig
     args = (y, t, mu0 - 0.5 * leak, mu0 + tau + 0.5 * leak, e)
     c = float((tau + leak).mean())
     a, lam, se = rloss_level(*args, c)
-    assert abs(c - 2.0) > 0.5 and abs(a - 2.0) < 3 * se and abs(a - c) > LEVEL_Z * se
+    assert abs(c - 2.0) > 0.5 and abs(a - 2.0) < 3 * se and abs(a - c) > TEST_Z * se
     # Right μ̂ and ê, a noisy τ̂: the test should move the level about 5% of the time.
     moved = 0
     for r in range(200):
         x, t, y, e, mu0, tau = confounded(300, np.random.default_rng(100 + r), lambda x: 1 + x[:, 1])
         a, lam, se = rloss_level(y, t, mu0, mu0 + tau, e, float(tau.mean()))
-        moved += abs(a - float(tau.mean())) > LEVEL_Z * se
+        moved += abs(a - float(tau.mean())) > TEST_Z * se
     assert 2 <= moved <= 24  # 1%–12% of 200
+
+
+def test_heavy_tailed_noise_cannot_keep_a_spurious_heterogeneity():
+    # A constant effect, τ̂ with spurious spread, and earnings-like outliers that happen to line
+    # up with it: least squares keeps λ near 1, the test of λ sets it to 0 (the constant level).
+    rng = np.random.default_rng(9)
+    x, t, y, e, mu0, tau = confounded(400, rng, lambda x: np.full(len(x), 2.0))
+    noisy = tau + rng.normal(scale=2.0, size=len(t))
+    y = y.copy()
+    for i in np.argsort(-(t * (noisy - 2.0)))[:2]:
+        y[i] += 200.0
+    args = (y, t, mu0, mu0 + noisy, e, 2.0)
+    assert rloss_scale(*args) > 0.5
+    rule = shrink_rule(*args)
+    assert rule["scale"] == 0.0 and rule["scale_se"] > rloss_scale(*args) / TEST_Z
+    assert shrink_rule(*args, tests=False)["scale"] == rloss_scale(*args)
+    # A real heterogeneity with Gaussian noise is kept whole.
+    x, t, y, e, mu0, tau = confounded(2000, rng, lambda x: 1 + 2 * np.sin(2 * x[:, 1]))
+    rule = shrink_rule(y, t, mu0, mu0 + tau, e, float(tau.mean()))
+    assert rule["scale"] > 0.9 and rule["level"] == float(tau.mean())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_scale_stderr_is_the_sandwich_written_out(seed):
+    # The HC0 (sandwich) error of a one-regressor least squares, written out row by row.
+    rng = np.random.default_rng(20 + seed)
+    x, t, y, e, mu0, tau = confounded(300, rng, lambda x: 1 + x[:, 1])
+    noisy = tau + rng.normal(size=len(t))
+    c = float(noisy.mean())
+    lam = rloss_scale(y, t, mu0, mu0 + noisy, e, c)
+    ec = np.clip(e, 0.01, 0.99)
+    rows = [((t[i] - ec[i]) * (noisy[i] - c), y[i] - mu0[i] - ec[i] * noisy[i] - (t[i] - ec[i]) * c) for i in range(len(t))]
+    zz = sum(z * z for z, _ in rows)
+    meat = sum((z * (r - lam * z)) ** 2 for z, r in rows)
+    assert scale_stderr(y, t, mu0, mu0 + noisy, e, c, c, lam) == pytest.approx(np.sqrt(meat) / zz, rel=1e-9)
 
 
 def test_winsorising_resists_one_extreme_outcome_but_flattens_a_long_tailed_effect():

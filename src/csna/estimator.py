@@ -31,7 +31,8 @@ from .dr import dr_effects
 from .ensemble import train_run
 from .estimator_inputs import (as_frame, as_vector, causal_data, check_method, check_sample_weight, join_covariates,
                                take)
-from .inference import AverageInference, EffectInference, jackknife_stderr, member_effects, train_share
+from .inference import (AverageInference, EffectInference, jackknife_stderr, level_variance, member_effects,
+                        train_share)
 from .perf import tune_malloc
 from .predict import predict_features, select_covariates
 from .projection import Projection, fit_projection
@@ -239,8 +240,8 @@ class CSNAEstimator:
         return self.const_marginal_effect(X)
 
     def effect_inference(self, X=None, *, T0=0, T1=1) -> EffectInference:
-        """Pointwise inference on ``effect(X)``: the members' delete-d jackknife standard error
-        (``csna.inference``; ValueError with one member). It covers the fit's variance, not its bias;
+        """Pointwise inference on ``effect(X)``: the members' delete-d jackknife standard error and
+        the shared level's (``csna.inference``; ValueError with one member). It covers the fit's variance, not its bias;
         the measured coverage is in ``benchmarks/RESULTS.md``."""
         table = self._member_table(X)  # (M, n, K)
         if len(table) < 2:
@@ -249,6 +250,8 @@ class CSNAEstimator:
         n = table.shape[1]
         contrast = np.stack([take(m, T1, "T1") - take(m, T0, "T0") for m in table])  # (M, n)
         stderr = jackknife_stderr(contrast, train_share(self._fitted()))
+        lv = np.broadcast_to(level_variance(self._fitted()), table.shape[1:])  # (n, K)
+        stderr = np.sqrt(stderr**2 + take(lv, T1, "T1") + take(lv, T0, "T0"))
         return EffectInference(self.effect(X, T0=T0, T1=T1).reshape(n), stderr)
 
     def effect_interval(self, X=None, *, T0=0, T1=1, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:

@@ -8,9 +8,10 @@ variance of a full-data estimate is r / (1 − r) times the members' variance:
 
     se(x) = sqrt(r / (1 − r) · s²(x)),   s²(x) = Σ_j (τ'_j(x) − τ̄'(x))² / (M − 1),
 
-with τ'_j member j's effect after the run's shrinkage (``csna.shrink``). Where the shrinkage
-moved the level of an arm to its R-loss estimate a, that estimate's variance se(a)² is added
-(it is shared by every member, so their spread does not see it). It covers the
+with τ'_j member j's effect after the run's shrinkage (``csna.shrink``), plus the variance
+se(a)² of the level that the shrinkage's R-loss fit reports: the members share the level, so
+their spread does not see its uncertainty, and where λ = 0 (a constant effect) it is all there
+is. It covers the
 variance of the fit (rows and seeds), not its bias: a model that is wrong the same way in
 every member gets narrow intervals. Their coverage is measured, not assumed
 (``benchmarks/RESULTS.md``, "Interval coverage"). One member gives no spread: NaN.
@@ -74,12 +75,13 @@ def jackknife_stderr(effects: np.ndarray, share: float) -> np.ndarray:
 
 
 def level_variance(run: Run) -> np.ndarray:
-    """(K,) se(a_k)² of each arm whose level the shrinkage moved (``csna.shrink``), else 0."""
+    """(K,) se(a_k)² of each arm's level from the shrinkage's R-loss fit (``csna.shrink``); 0 for
+    arm 0, without a shrinkage, and for a scale written before the level existed."""
     es = run.effect_scale
     out = np.zeros(run.prep.n_treatments)
     if es is not None and "level_se" in es:
-        level, _, centre = effect_map(es)
-        out[1:] = np.where(level != centre, np.square(es["level_se"]), 0.0)
+        se = np.array([np.nan if v is None else v for v in es["level_se"]], dtype=np.float64)
+        out[1:] = np.nan_to_num(np.square(se), nan=0.0)
     return out
 
 
