@@ -1,9 +1,11 @@
 """Effect shrinkage (csna.shrink) on tuning seeds: √PEHE_out, ε_ATE_out and ε_ATT_out of the
 ensemble's τ̂ as trained, scaled by the R-loss λ about its mean c (Session 9's default), with the
 tested R-loss level, with the tested level and the test of λ (the default), with the R-loss level
-always, and replaced by c, from the same fits. (Session 9's table, with the winsorised variant, came from this script at 832752e.)
+always, and replaced by c, from the same fits. (Session 9's table, with the winsorised variant,
+came from this script at 832752e.)
 
-    python benchmarks/effect_shrink.py --out DIR [--cells base,earnings] [--reps 1000,1001] [--also DIR2,DIR3]
+    python benchmarks/effect_shrink.py --out DIR [--cells base,earnings] [--reps 1000,1001]
+    python benchmarks/effect_shrink.py --out DIR --also DIR2,DIR3     # score saved fits of several DIRs
     python benchmarks/effect_shrink.py --out DIR --ihdp --reps 1005,1010     # IHDP tuning replications
 
 Each fit trains csna with ``train.effect_shrink=none`` on a quick cell (csna.bench.suite) and
@@ -79,7 +81,8 @@ def scores(path: Path, seed: int) -> dict[str, tuple[float, float, float]]:
 
     def score(t):
         att = abs(float(t[treated].mean() - tau[treated].mean())) if len(treated) else float("nan")
-        return (float(np.sqrt(np.mean((t[test] - tau[test]) ** 2))), abs(float(t[test].mean() - tau[test].mean())), att)
+        pehe = float(np.sqrt(np.mean((t[test] - tau[test]) ** 2)))
+        return (pehe, abs(float(t[test].mean() - tau[test].mean())), att)
 
     args = (Y[rows].astype(float), T[rows].astype(float), oof[mask, 0], oof[mask, 1], e1, c)
     lam = rloss_scale(*args)
@@ -101,7 +104,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--cells", default=None, help="comma-separated cells of the suite (default: the eight quick ones)")
     ap.add_argument("--reps", default="1000,1001")
-    ap.add_argument("--also", default=None, help="other DIRs of saved fits (comma-separated) to score in the same table")
+    ap.add_argument("--also", default=None, help="other DIRs of saved fits (comma-separated) to score too")
     ap.add_argument("--seed", type=int, default=0, help="the cross-fitted propensity's seed")
     ap.add_argument("--ihdp", action="store_true", help="IHDP replications instead of the suite's quick cells")
     args = ap.parse_args()

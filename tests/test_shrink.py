@@ -107,7 +107,8 @@ def test_the_scale_stderr_is_the_sandwich_written_out(seed):
     c = float(noisy.mean())
     lam = rloss_scale(y, t, mu0, mu0 + noisy, e, c)
     ec = np.clip(e, 0.01, 0.99)
-    rows = [((t[i] - ec[i]) * (noisy[i] - c), y[i] - mu0[i] - ec[i] * noisy[i] - (t[i] - ec[i]) * c) for i in range(len(t))]
+    rows = [((t[i] - ec[i]) * (noisy[i] - c), y[i] - mu0[i] - ec[i] * noisy[i] - (t[i] - ec[i]) * c)
+            for i in range(len(t))]
     zz = sum(z * z for z, _ in rows)
     meat = sum((z * (r - lam * z)) ** 2 for z, r in rows)
     assert scale_stderr(y, t, mu0, mu0 + noisy, e, c, c, lam) == pytest.approx(np.sqrt(meat) / zz, rel=1e-9)
