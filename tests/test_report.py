@@ -13,7 +13,7 @@ from csna import figures as F
 from csna.cli import main
 from csna.config import load_config
 from csna.ensemble import train_run
-from csna.report import evaluate_and_report
+from csna.report import evaluate_and_report, shrink_note
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["train.ensemble=1", "data.source=synthetic", "data.synthetic_n=400", "model.k=4", "model.d=16",
@@ -105,3 +105,13 @@ def test_an_ensemble_report_says_which_metrics_describe_member_0_only(run, tmp_p
         body = report.split(section, 1)[1].split("###", 1)[0]
         assert "member 0 only" in body and "`structure_members` = 1 of 2 members" in body, section
     assert "member 0" not in report.split("### Effects", 1)[1].split("###", 1)[0]
+
+
+def test_the_report_says_what_the_effect_shrinkage_did():
+    kept, moved = shrink_note({"method": "rloss", "centre": [2.5, 1.0], "level": [2.5, 0.4], "level_se": [0.1, 0.2],
+                               "scale": [0.8, 0.0], "scale_se": [0.1, None], "rows": [100, 100]})
+    assert "arm 1" in kept and "level kept at the plug-in mean 2.5" in kept and "λ = 0.8" in kept
+    assert "arm 2" in moved and "from the plug-in 1 to the R-loss level 0.4 ± 0.2" in moved and "λ = 0" in moved
+    old = shrink_note({"method": "rloss", "centre": [1.5], "scale": [1.0], "rows": [10]})  # Session 9's file
+    assert len(old) == 1 and "level kept" in old[0]
+    assert "none" in shrink_note(None)[0]

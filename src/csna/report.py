@@ -333,6 +333,26 @@ def axes_table(m: dict[str, Any]) -> list[str]:
     ]
 
 
+def shrink_note(es: dict[str, Any] | None) -> list[str]:
+    """report.md's lines on the effect shrinkage of ``effect_scale.json`` (``csna.shrink``): per
+    arm, λ and whether the level moved."""
+    if es is None:
+        return ["- effect shrinkage: none (`train.effect_shrink: none`, a streamed run or too few held-out rows): "
+                "effects are μ̂1 − μ̂0 as the heads predict them"]
+    out = []
+    for k, (c, lam) in enumerate(zip(es["centre"], es["scale"]), start=1):
+        a = es.get("level", es["centre"])[k - 1]
+        se = (es.get("level_se") or [None] * k)[k - 1]
+        joint = f" ± {se:.4g}" if se is not None else ""
+        level = (f"level moved from the plug-in {c:.4g} to the R-loss level {a:.4g}{joint}: the held-out rows "
+                 "rejected the plug-in level" if a != c else f"level kept at the plug-in mean {c:.4g}")
+        spread = ("no heterogeneity kept (λ = 0: the held-out rows did not support τ̂'s spread)" if lam == 0 else
+                  f"τ̂'s spread about it scaled by λ = {lam:.3g}")
+        out.append(f"- effect shrinkage, arm {k} against 0 (`effect_scale.json`, {es.get('method', 'rloss')}): "
+                   f"{level}; {spread}")
+    return out
+
+
 def write_report(ev: Evaluation, made: list[tuple[str, str]], path: Path, run: Run, data: CausalData) -> Path:
     m = ev.metrics
     phases = ", ".join(str(p) for p in run.phases_trained) or "none"
@@ -351,6 +371,7 @@ def write_report(ev: Evaluation, made: list[tuple[str, str]], path: Path, run: R
         "`ate_dr`/`att_dr` add propensity-weighted residuals (consistent if either the outcome model or ê(x) "
         "is right) and have a standard error: prefer them for averages under confounding and for intervals, "
         "the plug-in for individual effects and tiny data",
+        *shrink_note(run.effect_scale),
         "",
         "## Final axes (seed §X, targets of design §6)", "",
         *axes_table(m),
