@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 
-def dump(cell, rep: int, path: Path) -> None:
-    """``cell`` None: IHDP replication ``rep``."""
+def dump(cell, rep: int, path: Path, overrides: tuple[str, ...] = ()) -> None:
+    """``cell`` None: IHDP replication ``rep``; ``overrides``: csna ``--set`` KEY=VALUE pairs."""
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -36,7 +36,7 @@ def dump(cell, rep: int, path: Path) -> None:
 
     torch.set_num_threads(1)
     spec = BenchSpec(dataset="suite" if cell is not None else "ihdp", replications=(rep,), cores=1, cell=cell,
-                     overrides=("train.effect_shrink=none",))
+                     overrides=("train.effect_shrink=none", *overrides))
     with threadpool_limits(1):
         data = load_data(spec, rep)
         sp = {k: np.asarray(v, dtype=np.int64) for k, v in draw_splits(spec, rep).items()}
@@ -107,6 +107,8 @@ def main() -> None:
     ap.add_argument("--also", default=None, help="other DIRs of saved fits (comma-separated) to score too")
     ap.add_argument("--seed", type=int, default=0, help="the cross-fitted propensity's seed")
     ap.add_argument("--ihdp", action="store_true", help="IHDP replications instead of the suite's quick cells")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a csna config override for the fits (e.g. phase1.lambda_causal=0); repeatable")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,7 +119,7 @@ def main() -> None:
         for cell in cells:
             path = out / f"{'ihdp' if cell is None else cell.name}-{rep}.npz"
             if not path.exists():
-                dump(cell, rep, path)
+                dump(cell, rep, path, tuple(args.set))
             table.append((path.stem, scores(path, args.seed)))
     if args.also:
         table += [(p.stem, scores(p, args.seed)) for d in args.also.split(",") for p in sorted(Path(d).glob("*.npz"))]
