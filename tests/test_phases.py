@@ -40,7 +40,10 @@ def test_untrained_modules_are_bit_for_bit_unchanged(tmp_path, tiny_overrides):
 def test_registry_and_schedules():
     assert [PHASES[n].checkpoint for n in (1, 2, 3, 4)] == [
         "causal_encoder.pt", "lattice_encoder.pt", "attention_model.pt", "meta_controller.pt"]
-    assert "geometric" not in PHASES[1].losses and "dc" not in PHASES[2].losses
+    assert "geometric" not in PHASES[1].losses and "dc" not in PHASES[1].losses
+    # Phase 2 learns the graph among variable nodes: its score, L1 and h(A) (zero weight otherwise).
+    assert {"structure", "sparse", "dc"} <= set(PHASES[2].losses)
+    assert "structure" not in PHASES[3].losses
     try:
         get_phase(5)
     except KeyError as e:

@@ -68,6 +68,9 @@ class ModelConfig:
     # scale, how far a unit sits from the others; on IHDP tuning replications 1000-1039 the whole
     # model went from √PEHE_out 0.938 to 0.782 without it (benchmarks/RESULTS.md).
     z_norm: bool = False
+    # latent: k anonymous nodes from an MLP; variables: one node per input variable plus a treatment
+    # and an outcome node, the graph learned among them by phase 2's structure score (csna.nn.structure)
+    nodes: str = "latent"
 
 
 @dataclass
@@ -100,6 +103,14 @@ class Phase1Config(PhaseConfig):
 @dataclass
 class Phase2Config(PhaseConfig):
     lambda_geometric: float = 0.25
+    # model.nodes = variables only: the structure score's weight, its L1 on A, the weight of
+    # h(A) growing geometrically from dag_start to dag_end, and the edge threshold of the DAG
+    # projected at the end of the phase (csna.nn.structure)
+    lambda_structure: float = 1.0
+    lambda_sparse: float = 0.02
+    dag_start: float = 0.01
+    dag_end: float = 10.0
+    edge_threshold: float = 0.2
 
 
 @dataclass
@@ -226,6 +237,7 @@ class Config:
 VALID = {
     "data.outcome_type": ("auto", "continuous", "binary", "multiclass"),
     "model.positional": ("causal", "sequence", "none"),
+    "model.nodes": ("latent", "variables"),
     "scheduler": ("cosine", "plateau", "none"),
     "lambda_schedule": ("constant", "linear", "cosine"),
     "phase4.loss_unit": ("train", "val", "outcome"),
@@ -343,6 +355,10 @@ def validate(cfg: Config) -> None:
         for lam in ("lambda_causal", "lambda_geometric", "lambda_dc", "lambda_dis", "lambda_stable"):
             if getattr(ph, lam) < 0:
                 raise ConfigError(f"config key 'phase{n}.{lam}' must be >= 0, got {getattr(ph, lam)}")
+    p2 = cfg.phase2
+    if min(p2.lambda_structure, p2.lambda_sparse, p2.dag_start, p2.dag_end, p2.edge_threshold) < 0:
+        raise ConfigError("config keys 'phase2.lambda_structure/lambda_sparse/dag_start/dag_end/edge_threshold' "
+                          "must be >= 0")
     if not 0.0 <= cfg.phase3.block_drop < 1.0:
         raise ConfigError(f"config key 'phase3.block_drop' must be in [0, 1), got {cfg.phase3.block_drop}")
     if cfg.phase4.eta < 0:

@@ -351,7 +351,8 @@ def evaluate_run(run: Run, data: CausalData, quiet: bool = False) -> Evaluation:
     m["structure_members"] = 1
     mode = gate_mode_of(run)
     names = [name for name, _ in model.blocks()]
-    arrays: dict[str, Any] = {"block_names": names, "gated": run.gated, "k": model.cfg.k, "te": te,
+    arrays: dict[str, Any] = {"block_names": names, "gated": run.gated, "k": model.k,
+                              "node_names": list(model.node_names), "te": te,
                               "outcome_type": kind}
 
     # population effects with their interval, and overlap (every row of the data given)

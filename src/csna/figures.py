@@ -32,13 +32,14 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def node_names(k: int) -> list[str]:
-    return [f"z{i}" for i in range(k)]
+def node_names(k: int, names: list[str] | None = None) -> list[str]:
+    """The nodes' labels: the variables' names with variable nodes, z0 … z(k-1) otherwise."""
+    return list(names) if names is not None and len(names) == k else [f"z{i}" for i in range(k)]
 
 
-def _node_ticks(ax, k: int, x_label: str, y_label: str) -> None:
-    names = node_names(k)
-    ax.set_xticks(range(k), names)
+def _node_ticks(ax, k: int, x_label: str, y_label: str, names: list[str] | None = None) -> None:
+    names = node_names(k, names)
+    ax.set_xticks(range(k), names, rotation=90 if max(map(len, names)) > 3 else 0)
     ax.set_yticks(range(k), names)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
@@ -90,7 +91,7 @@ def loss_curves(history: dict[str, list[dict]], path: Path) -> Path:
     return _save(fig, path)
 
 
-def adjacency_heatmap(A: np.ndarray, path: Path) -> Path:
+def adjacency_heatmap(A: np.ndarray, path: Path, names: list[str] | None = None) -> Path:
     """A (k, k) as a heatmap, with the weight written in each cell."""
     k = A.shape[0]
     fig = _figure(1.0 + 0.6 * k + 1.2, 0.6 * k + 1.6)
@@ -101,20 +102,21 @@ def adjacency_heatmap(A: np.ndarray, path: Path) -> Path:
             if i != j:
                 ax.text(j, i, f"{A[i, j]:.2f}", ha="center", va="center", fontsize=7,
                         color="white" if A[i, j] > 0.6 * A.max() else "black")
-    _node_ticks(ax, k, "child j", "parent i")
-    ax.set_title("Learned causal graph A\n(A[i, j] > 0: edge zi → zj)", fontsize=10)
+    _node_ticks(ax, k, "child j", "parent i", names)
+    ax.set_title("Learned causal graph A\n(A[i, j] > 0: edge i → j)", fontsize=10)
     fig.colorbar(im, ax=ax, label="edge weight", shrink=0.8)
     return _save(fig, path)
 
 
-def graph_drawing(A: np.ndarray, path: Path, eps: float = 0.0) -> Path:
+def graph_drawing(A: np.ndarray, path: Path, eps: float = 0.0, names: list[str] | None = None) -> Path:
     """The directed graph of A drawn with networkx; edge width and shade follow A."""
     import networkx as nx
 
     k = A.shape[0]
+    labels = node_names(k, names)
     g = nx.DiGraph()
-    g.add_nodes_from(node_names(k))
-    edges = [(f"z{i}", f"z{j}", float(A[i, j])) for i in range(k) for j in range(k) if i != j and A[i, j] > eps]
+    g.add_nodes_from(labels)
+    edges = [(labels[i], labels[j], float(A[i, j])) for i in range(k) for j in range(k) if i != j and A[i, j] > eps]
     g.add_weighted_edges_from(edges)
     pos = nx.circular_layout(g)
     fig = _figure(6.0, 6.0)
@@ -131,7 +133,7 @@ def graph_drawing(A: np.ndarray, path: Path, eps: float = 0.0) -> Path:
                                connectionstyle="arc3,rad=0.12")
     n_pairs = k * (k - 1)
     ax.set_title(f"Learned causal graph: {len(edges)} of {n_pairs} possible edges\n"
-                 f"(arrow i → j: zi is a parent of zj; width ∝ A[i, j], max {top:.2f})", fontsize=10)
+                 f"(arrow i → j: i is a parent of j; width ∝ A[i, j], max {top:.2f})", fontsize=10)
     ax.set_axis_off()
     return _save(fig, path)
 

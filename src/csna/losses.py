@@ -49,8 +49,8 @@ __all__ = [
 ]
 
 OUTCOME_TYPES = ("continuous", "binary", "multiclass")
-PART_KEYS = ("task", "causal", "geometric", "dc", "dis", "stable")
-LAMBDA_KEYS = ("causal", "geometric", "dc", "dis", "stable")
+PART_KEYS = ("task", "causal", "geometric", "dc", "dis", "stable", "structure", "sparse")
+LAMBDA_KEYS = ("causal", "geometric", "dc", "dis", "stable", "structure", "sparse")
 
 # A variance floor: a group fitted perfectly would otherwise divide by zero in the KL.
 VAR_FLOOR = 1e-6
@@ -338,7 +338,8 @@ def total_loss(
 
     l_reg = term("dc") + term("dis") + term("stable")
     task = parts.get("task", zero)
-    l_total = task + term("causal") + term("geometric") + l_reg
+    # The structure score and its L1 learn the graph among variable nodes (model.nodes = variables).
+    l_total = task + term("causal") + term("geometric") + term("structure") + term("sparse") + l_reg
     return l_total, l_reg
 
 
@@ -373,7 +374,13 @@ def compute_parts(model: CSNAModel, out, batch: Split, phase_n: int, lambdas: di
         parts["causal"] = causal_kl(ctx.gather(out.pred), gb.t, kind, gb.y, gb.w, sigma2)
     if on("geometric") and out.h is not None and out.adjacency is not None:
         parts["geometric"] = laplacian_smoothness(out.h, out.adjacency) * s
-    if on("dc") and out.adjacency is not None:
+    if model.structure is not None and on("structure"):
+        score, a = model.structure_loss(batch.x, batch.t, batch.y)
+        parts["structure"] = score * s
+        parts["sparse"] = a.sum() / model.k  # mean out-degree weight: the L1 of score-based learners
+        if on("dc"):  # on the graph with its gradient (the outcome pathway reads it detached)
+            parts["dc"] = dag_penalty(a)
+    elif on("dc") and out.adjacency is not None:
         parts["dc"] = dag_penalty(out.adjacency)
     if on("dis"):
         parts["dis"] = discrepancy(ctx.gather(out.rep), gb.t, model.n_treatments, metric)
@@ -381,7 +388,7 @@ def compute_parts(model: CSNAModel, out, batch: Split, phase_n: int, lambdas: di
         # Scaled by N when computed every N steps: same expected contribution, N× cheaper.
         # Per latent coordinate (÷ k·d): the raw ‖∂z/∂x‖_F² sums k·d·p terms and would swamp
         # every other part at the seed's λ_Stable = 0.3.
-        n_out = model.cfg.k * model.cfg.d
+        n_out = model.k * model.cfg.d
         proj = None
         if ctx.enabled:  # the projection belongs to the sample: drawn for the global batch
             proj = torch.randn(1, len(gb), n_out, device=batch.x.device)[:, local]

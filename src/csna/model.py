@@ -21,10 +21,15 @@ from .nn.distance import causal_distance
 from .nn.encoder import CausalEncoder
 from .nn.heads import OutcomeHeads, PropensityHead
 from .nn.lattice import LatticeEncoder, in_degree_normalised
+from .nn.structure import StructureScore
 from .nn.utility import MetaUtility
+from .nn.variables import VariableTokenizer
 
 GATE_MODES = ("off", "sample", "hard", "given", "drop")
 MODULES = ("encoder", "lattice", "attention", "heads", "utility")
+# Variable nodes learn their graph within phase 2: its parameters move this many times faster
+# than the phase's learning rate (csna.nn.lattice.LearnedAdjacency).
+GRAPH_LR_SCALE = 20.0
 
 
 @dataclass
@@ -49,15 +54,33 @@ class CSNAModel(nn.Module):
         n_treatments: K.
         n_classes: 0 for a continuous outcome, C ≥ 2 for a classification outcome.
         cfg: the model section of the config.
+        variables: with ``cfg.nodes == "variables"``, (node names, node index of every feature
+            column): the m input variables' names followed by the treatment's and the outcome's
+            (``csna.nn.variables.column_nodes``).
     """
 
-    def __init__(self, p: int, n_treatments: int, n_classes: int, cfg: ModelConfig):
+    def __init__(self, p: int, n_treatments: int, n_classes: int, cfg: ModelConfig,
+                 variables: tuple[list[str], list[int]] | None = None):
         super().__init__()
         self.cfg = cfg
         self.p, self.n_treatments, self.n_classes = p, n_treatments, n_classes
-        self.encoder = CausalEncoder(p, cfg.k, cfg.d, cfg.hidden, cfg.encoder_layers, cfg.dropout, cfg.z_norm)
+        self.structure: StructureScore | None = None
+        if cfg.nodes == "variables":
+            if variables is None or len(variables[1]) != p:
+                raise ValueError("model.nodes = variables needs the node of each of the p feature columns")
+            self.node_names, col_node = list(variables[0]), list(variables[1])
+            m = len(self.node_names) - 2
+            self.encoder = VariableTokenizer(col_node, m, cfg.d, 2 * cfg.d)
+            self.k = m + 2
+            # The structure score predicts the feature columns, then t and y, from their parents.
+            self.structure = StructureScore(col_node + [m, m + 1], self.k)
+        else:
+            self.k = cfg.k
+            self.node_names = [f"z{i}" for i in range(cfg.k)]
+            self.encoder = CausalEncoder(p, cfg.k, cfg.d, cfg.hidden, cfg.encoder_layers, cfg.dropout, cfg.z_norm)
         n_lat = cfg.lattice_layers if cfg.use_lattice else 0
-        self.lattice = LatticeEncoder(cfg.k, cfg.d, n_lat, cfg.tau, cfg.dropout)
+        graph_scale = GRAPH_LR_SCALE if self.structure is not None else 1.0
+        self.lattice = LatticeEncoder(self.k, cfg.d, n_lat, cfg.tau, cfg.dropout, graph_scale=graph_scale)
         self.attention = nn.ModuleList(
             CausalTransformerBlock(cfg.d, cfg.heads, cfg.mlp_ratio, cfg.d_max, cfg.rope_base,
                                    cfg.positional, cfg.dropout)
@@ -93,13 +116,16 @@ class CSNAModel(nn.Module):
         return out
 
     def module_groups(self) -> dict[str, nn.Module]:
-        return {name: getattr(self, name) for name in MODULES}
+        groups = {name: getattr(self, name) for name in MODULES}
+        if self.structure is not None:  # learned with the graph it scores
+            groups["lattice"] = nn.ModuleList([self.lattice, self.structure])
+        return groups
 
     @torch.no_grad()
     def measure_block_costs(self) -> torch.Tensor:
         """Count each block's FLOPs for one sample with ``FlopCounterMode``; normalise to Σ = 1."""
         dev = self.y_mean.device
-        z = torch.zeros(1, self.cfg.k, self.cfg.d, device=dev)
+        z = torch.zeros(1, self.k, self.cfg.d, device=dev)
         a = self.lattice.adjacency()
         a_in = in_degree_normalised(a)
         dist, unrel = self.causal_distances(a)
@@ -124,6 +150,20 @@ class CSNAModel(nn.Module):
         """
         a = self.lattice.adjacency() if a is None else a  # (k, k)
         return causal_distance(dominant_edges(a.detach()), self.cfg.edge_eps)
+
+    def graph(self) -> torch.Tensor:
+        """A (k, k) as the outcome pathway reads it. With variable nodes the graph is learned by
+        the structure score alone (detached here), so it describes the data, not what happens
+        to help the outcome fit."""
+        a = self.lattice.adjacency()
+        return a.detach() if self.structure is not None else a
+
+    def structure_loss(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(score, A): the structure score's mean squared error of every column given its parents,
+        and the graph it was computed on. Args: x (B, p); t (B,); y (B,) standardised."""
+        a = self.lattice.adjacency()  # (k, k)
+        values = torch.cat([x, t.unsqueeze(1).to(x.dtype), y.unsqueeze(1).to(x.dtype)], dim=1)  # (B, p + 2)
+        return self.structure(values, a), a
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor, depth: int | None = None, gate_mode: str = "off",
@@ -180,7 +220,7 @@ class CSNAModel(nn.Module):
             return gated(fn, state, g)
 
         if depth >= 2:
-            a = self.lattice.adjacency()  # (k, k)
+            a = self.graph()  # (k, k)
             a_in = in_degree_normalised(a)
             for layer in self.lattice.layers:
                 state = run(lambda s, m=layer: m(s, a_in), state, block_i)
@@ -188,7 +228,7 @@ class CSNAModel(nn.Module):
             h = state
         if depth >= 3:
             if a is None:
-                a = self.lattice.adjacency()
+                a = self.graph()
             # Causal distance once per forward pass, never per layer (design §3.3).
             dist, unrel = self.causal_distances(a)
             for blk in self.attention:

@@ -20,6 +20,7 @@ from .splits import base_split_seed, split_seed
 from .propensity import CROSSFIT_ROWS, Propensity, fit_propensity
 from .data import CausalData, DataError, Preprocessor, ihdp, load_table, split_indices, synthetic
 from .model import CSNAModel
+from .nn.variables import column_nodes
 from .sources import Split
 
 
@@ -139,7 +140,11 @@ def to_split(prep: Prepared, data: CausalData, idx: np.ndarray, device: torch.de
 
 
 def build_model(prep: Prepared, cfg: Config, device: torch.device) -> CSNAModel:
-    model = CSNAModel(len(prep.pre.feature_names_), prep.n_treatments, prep.n_classes, cfg.model)
+    variables = None
+    if cfg.model.nodes == "variables":
+        names, col_node = column_nodes(prep.pre.to_dict()["columns"])
+        variables = (names + [cfg.data.treatment, cfg.data.outcome], col_node)
+    model = CSNAModel(len(prep.pre.feature_names_), prep.n_treatments, prep.n_classes, cfg.model, variables)
     model.y_mean.fill_(prep.y_mean)
     model.y_std.fill_(prep.y_std)
     return model.to(device)

@@ -13,6 +13,7 @@ from . import figures as F
 from . import metrics as M
 from .data import CausalData
 from .evaluate import Evaluation, evaluate_run, split_indices_of
+from .graph_export import write_graph
 from .rundir import Run
 
 KL_TARGET_NATS = 0.05  # design §6, second final axis
@@ -204,6 +205,7 @@ def evaluate_and_report(run: Run, data: CausalData, figures: bool = True) -> dic
     if figures and run.run_dir is not None:
         rd = Path(run.run_dir)
         made = draw_figures(ev, history.get("phases", {}), rd / FIGURES_DIR, run.cfg.model.edge_eps)
+        write_graph(run.model, rd)
         for name in set(ALL_FIGURES) - {n for n, _ in made}:  # a stale figure of an earlier evaluation
             (rd / FIGURES_DIR / name).unlink(missing_ok=True)
         write_report(ev, made, rd / "report.md", run, data)
@@ -221,10 +223,10 @@ def draw_figures(ev: Evaluation, history: dict[str, list], out: Path, eps: float
 
     add("loss_curves.png", "Epoch-mean losses of each phase (log scale for phases 1–3), validation dashed; "
         "phase 4 shows reward, gate rate and compute.", lambda p: F.loss_curves(history, p))
-    add("adjacency.png", "The learned adjacency A; row i, column j is the weight of the edge zi → zj.",
-        lambda p: F.adjacency_heatmap(a["A"], p))
+    add("adjacency.png", "The learned adjacency A; row i, column j is the weight of the edge i → j.",
+        lambda p: F.adjacency_heatmap(a["A"], p, a.get("node_names")))
     add("graph.png", f"The learned causal graph (connectivity {m['graph_connectivity']:.2f}); arrow width ∝ A.",
-        lambda p: F.graph_drawing(a["A"], p, eps))
+        lambda p: F.graph_drawing(a["A"], p, eps, a.get("node_names")))
     if "attn" in a:
         add("attention_heads.png", "A_causal: the last attention block's weights per head, query rows, key columns, "
             "averaged over the test units (all blocks run).",

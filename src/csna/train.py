@@ -24,6 +24,7 @@ from .logger import RunLogger
 from .meta import LOSS_SCALE_ROWS, run_meta_phase
 from .metrics import graph_connectivity
 from .model import CSNAModel
+from .nn.structure import STRUCTURE_LR_SCALE, dag_weight, project_to_dag
 from .phases import (PhaseResult, get_phase, lambda_factor, learning_rate, plateau_factor, set_trainable,
                      warmup_steps)
 from .propensity import Propensity, arm_shares, crossfit_weights, fit_propensity, stabilised_weights
@@ -203,7 +204,8 @@ class Trainer:
     def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
         t = self.cfg.train
         # fused AdamW where the device supports it (fewer kernel launches on CUDA).
-        fused = params[0].is_cuda if params else False
+        first = next((q for g in params for q in (g["params"] if isinstance(g, dict) else [g])), None)
+        fused = first.is_cuda if first is not None else False
         return torch.optim.AdamW(params, lr=lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay,
                                  fused=fused or None)
 
@@ -250,7 +252,13 @@ class Trainer:
         model.depth.fill_(ph.depth)
         params = set_trainable(model, ph.trains)
         set_theta_learnable(model, False)
+        learns_graph = n == 2 and model.structure is not None
+        if learns_graph:  # the structure score learns at its own, faster rate (csna.nn.structure)
+            fast = {id(q) for q in model.structure.parameters()}
+            params = [{"params": [q for q in params if id(q) not in fast]},
+                      {"params": list(model.structure.parameters()), "lr_scale": STRUCTURE_LR_SCALE}]
         opt = self._optimizer(params, pc.lr)
+        params = [q for g in opt.param_groups for q in g["params"]]
         self.wrap()
         steps_per_epoch = self.source.num_batches(cfg.train.batch_size)
         total = steps_per_epoch * pc.epochs
@@ -282,7 +290,9 @@ class Trainer:
                     break
                 batch_g = self.weighted(batch_g)
                 step = st["step"]
-                opt.param_groups[0]["lr"] = learning_rate(pc.lr, step, warm, total, pc.scheduler, cut)
+                rate = learning_rate(pc.lr, step, warm, total, pc.scheduler, cut)
+                for group in opt.param_groups:
+                    group["lr"] = rate * group.get("lr_scale", 1.0)
                 if theta_from is not None and step == theta_from:
                     # θ0 and w are already in the optimizer; AdamW skips them while their grad is
                     # None (frozen), and updates them from here on (seed §V Phase 3).
@@ -291,6 +301,9 @@ class Trainer:
                 batch, local = self.local_rows(batch_g)
                 lam = {k: getattr(pc, f"lambda_{k}") * lambda_factor(step, warm, pc.lambda_schedule)
                        for k in ("causal", "geometric", "dc", "dis", "stable")}
+                if learns_graph:
+                    lam.update(structure=pc.lambda_structure, sparse=pc.lambda_sparse,
+                               dc=dag_weight(step / max(total, 1), pc.dag_start, pc.dag_end))
                 with self.autocast():
                     if drop > 0:  # stochastic depth: the backbone learns to do without skipped blocks
                         out = self.fwd(batch.x, depth=ph.depth, gate_mode="drop", drop_rate=drop,
@@ -364,8 +377,14 @@ class Trainer:
                 raise TrainingInterrupted(self.signal_received, n, st["step"], self.run_dir)
         if bar is not None:
             bar(None)
+        a_end = model.lattice.adjacency().detach().clone() if learns_graph else None
         if st["best_state"] is not None:
             model.load_state_dict(st["best_state"])
+        if learns_graph:
+            # The graph is the one the whole schedule of h(A) shaped (the last step's, not the best
+            # validation epoch's, which may precede the end of the schedule), made a DAG and fixed.
+            dag = project_to_dag(a_end.cpu().numpy(), pc.edge_threshold)
+            model.lattice.adjacency.freeze(torch.as_tensor(dag, dtype=a_end.dtype, device=a_end.device))
         return PhaseResult(n, epoch + 1, st["step"], st["best_val"], st["skipped"], st["history"])
 
 

@@ -142,6 +142,9 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     from .suite import add_suite_parser
 
     add_suite_parser(sub)
+    from .structure import add_structure_parser
+
+    add_structure_parser(sub)
     t = sub.add_parser("throughput", help="training and prediction speed, peak memory and MFU on a large table")
     t.add_argument("--rows", type=int, default=1_000_000, help="rows of the synthetic table (default 1,000,000)")
     t.add_argument("--cols", type=int, default=100, help="covariates (default 100)")

@@ -29,29 +29,54 @@ class LearnedAdjacency(nn.Module):
         forbidden: optional (k, k) bool prior of edges that may never exist.
     """
 
-    def __init__(self, k: int, tau: float = 0.1, forbidden: torch.Tensor | None = None):
+    def __init__(self, k: int, tau: float = 0.1, forbidden: torch.Tensor | None = None, scale: float = 1.0):
         super().__init__()
-        self.k, self.tau = k, tau
+        # A = sigmoid(scale · W): Adam moves W by about the learning rate per step whatever the
+        # gradient, so ``scale`` multiplies the graph's own learning rate. Variable nodes learn
+        # their graph from a neutral start (W = 0, every edge 0.5) in one phase, and need it fast.
+        self.k, self.tau, self.scale = k, tau, scale
         self.W = nn.Parameter(torch.empty(k, k))
         mask = 1.0 - torch.eye(k)
         if forbidden is not None:
             mask = mask * (~forbidden.bool()).float()
         self.register_buffer("mask", mask)
+        # Variable nodes: the DAG projected at the end of phase 2 (csna.nn.structure), read from
+        # then on instead of W, so later phases can neither add an edge nor close a cycle.
+        self.register_buffer("fixed", torch.zeros(k, k))
+        self.register_buffer("frozen", torch.tensor(False))
         self.reset_parameters()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before variable nodes existed have a free graph.
+        state_dict.setdefault(prefix + "fixed", torch.zeros_like(self.fixed))
+        state_dict.setdefault(prefix + "frozen", torch.tensor(False))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
+    def freeze(self, a: torch.Tensor) -> None:
+        """From now on A is ``a`` (k, k), a constant."""
+        self.fixed.copy_(a * self.mask)
+        self.frozen.fill_(True)
 
     def reset_parameters(self) -> None:
         # sigmoid(N(0, 1)) spreads edge weights over about (0.1, 0.9): with the straight-through
         # threshold every edge gets gradient whether it starts above τ or not, and the spread
         # gives the graph a random sparse orientation (causal distances beyond ±1) to start from.
         with torch.no_grad():
-            self.W.normal_(0.0, 1.0)
+            if self.scale == 1.0:
+                self.W.normal_(0.0, 1.0)
+            else:
+                self.W.zero_()
 
     def forward(self) -> torch.Tensor:
         """Returns A (k, k), exact zeros below the threshold and on masked entries."""
-        return soft_threshold_st(torch.sigmoid(self.W), self.tau) * self.mask
+        if bool(self.frozen):
+            return self.fixed
+        w = self.W * self.scale if self.scale != 1.0 else self.W
+        return soft_threshold_st(torch.sigmoid(w), self.tau) * self.mask
 
     def extra_repr(self) -> str:
-        return f"k={self.k}, tau={self.tau}"
+        return f"k={self.k}, tau={self.tau}, scale={self.scale}"
 
 
 class LatticeLayer(nn.Module):
@@ -88,9 +113,9 @@ class LatticeEncoder(nn.Module):
     Meta Utility Layer can gate each one as a block."""
 
     def __init__(self, k: int, d: int, layers: int = 2, tau: float = 0.1, dropout: float = 0.0,
-                 forbidden: torch.Tensor | None = None):
+                 forbidden: torch.Tensor | None = None, graph_scale: float = 1.0):
         super().__init__()
-        self.adjacency = LearnedAdjacency(k, tau, forbidden)
+        self.adjacency = LearnedAdjacency(k, tau, forbidden, graph_scale)
         self.layers = nn.ModuleList(LatticeLayer(d, dropout) for _ in range(layers))
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

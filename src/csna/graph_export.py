@@ -1,0 +1,54 @@
+"""The learned graph as files other tools read: ``graph.json`` (names, weighted edges, threshold)
+and ``graph.graphml`` (networkx's GraphML writer; Gephi, Cytoscape, igraph and networkx read it).
+
+Written into a run directory by ``csna evaluate`` (and so by ``csna train``), next to the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from .model import CSNAModel
+from .nn.structure import acyclicity
+
+GRAPH_JSON = "graph.json"
+GRAPH_ML = "graph.graphml"
+
+
+def graph_record(model: CSNAModel) -> dict[str, Any]:
+    """Plain values describing the model's graph A: node names, kind of nodes, every edge with
+    its weight, whether the graph is the fixed DAG of variable nodes, and h(A)."""
+    a = model.lattice.adjacency().detach().cpu().double().numpy()  # (k, k)
+    names = list(model.node_names)
+    edges = [{"source": names[i], "target": names[j], "weight": round(float(a[i, j]), 6)}
+             for i, j in zip(*np.nonzero(a)) if i != j]
+    threshold = float(model.cfg.tau)
+    return {"nodes": model.cfg.nodes, "names": names, "edges": edges, "fixed_dag": bool(model.lattice.adjacency.frozen),
+            "threshold": threshold, "acyclicity": acyclicity(a), "weights_meaning": "A[source, target]: source is a "
+            "parent of target; exact zeros (below the soft threshold tau, or pruned at the end of phase 2 with "
+            "variable nodes) are not edges"}
+
+
+def write_graph(model: CSNAModel, run_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``graph.json`` and ``graph.graphml`` into ``run_dir`` atomically."""
+    rd = Path(run_dir)
+    rec = graph_record(model)
+    g = nx.DiGraph()
+    g.add_nodes_from(rec["names"])
+    for e in rec["edges"]:
+        g.add_edge(e["source"], e["target"], weight=e["weight"])
+    out = []
+    for name, text in ((GRAPH_JSON, json.dumps(rec, indent=2)), (GRAPH_ML, "\n".join(nx.generate_graphml(g)))):
+        fd, tmp = tempfile.mkstemp(dir=rd, prefix=f".{name}.")
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, rd / name)
+        out.append(rd / name)
+    return out[0], out[1]
