@@ -16,6 +16,7 @@ from csna.graph_export import write_graph
 from csna.model import CSNAModel
 from csna.nn.structure import StructureScore, acyclicity, dag_weight, project_to_dag
 from csna.nn.variables import VariableTokenizer, column_nodes
+from csna.skeleton import node_values, pc_allowed
 
 
 def test_column_nodes_groups_one_hot_columns():
@@ -141,3 +142,24 @@ def test_a_run_with_variable_nodes_leaves_a_named_acyclic_graph(tmp_path):
     assert edges == {(model.node_names[i], model.node_names[j]) for i, j in zip(*np.nonzero(a))}
     g = nx.read_graphml(ml_path)
     assert set(g.edges()) == edges
+
+
+def test_node_values_codes_a_one_hot_variable_by_its_category():
+    values = np.array([[0.5, 0, 1, 0, 1.0], [-1.0, 1, 0, 0, 0.0], [2.0, 0, 0, 1, 1.0]])
+    nodes = node_values(values, np.array([0, 1, 1, 1, 2]), 3)
+    assert nodes.tolist() == [[0.5, 1, 1.0], [-1.0, 0, 0.0], [2.0, 2, 1.0]]
+
+
+def test_pc_skeleton_allows_only_adjacent_pairs_and_never_outcome_to_treatment():
+    pytest.importorskip("causallearn")
+    rng = np.random.default_rng(0)
+    n = 4000
+    a = rng.normal(size=n)                       # node 0
+    b = a + 0.5 * rng.normal(size=n)             # node 1: a → b
+    c = rng.normal(size=n)                       # node 2: independent of everything
+    t = b + 0.5 * rng.normal(size=n)             # node 3 (treatment): b → t
+    y = t + 0.5 * rng.normal(size=n)             # node 4 (outcome): t → y
+    allowed = pc_allowed(np.column_stack([a, b, c, t, y]), 3, 4)
+    skeleton = allowed | allowed.T
+    assert {(i, j) for i, j in zip(*np.nonzero(np.triu(skeleton)))} == {(0, 1), (1, 3), (3, 4)}
+    assert allowed[3, 4] and not allowed[4, 3]

@@ -71,6 +71,9 @@ class ModelConfig:
     # latent: k anonymous nodes from an MLP; variables: one node per input variable plus a treatment
     # and an outcome node, the graph learned among them by phase 2's structure score (csna.nn.structure)
     nodes: str = "latent"
+    # variables only: "graph" feeds the outcome pathway only the columns of the optimal adjustment
+    # set that phase 2's DAG implies (csna.nn.structure.adjustment_set); "all" feeds every column
+    adjust: str = "all"
 
 
 @dataclass
@@ -110,7 +113,8 @@ class Phase2Config(PhaseConfig):
     lambda_sparse: float = 0.02
     dag_start: float = 0.01
     dag_end: float = 10.0
-    edge_threshold: float = 0.2
+    edge_threshold: float = 0.1
+    skeleton: str = "pc"  # pc: only the pairs the PC algorithm leaves adjacent may be joined (csna.skeleton); none
 
 
 @dataclass
@@ -238,6 +242,8 @@ VALID = {
     "data.outcome_type": ("auto", "continuous", "binary", "multiclass"),
     "model.positional": ("causal", "sequence", "none"),
     "model.nodes": ("latent", "variables"),
+    "model.adjust": ("all", "graph"),
+    "phase2.skeleton": ("pc", "none"),
     "scheduler": ("cosine", "plateau", "none"),
     "lambda_schedule": ("constant", "linear", "cosine"),
     "phase4.loss_unit": ("train", "val", "outcome"),

@@ -16,7 +16,7 @@ import networkx as nx
 import numpy as np
 
 from .model import CSNAModel
-from .nn.structure import acyclicity
+from .nn.structure import acyclicity, adjustment_set
 
 GRAPH_JSON = "graph.json"
 GRAPH_ML = "graph.graphml"
@@ -29,11 +29,17 @@ def graph_record(model: CSNAModel) -> dict[str, Any]:
     names = list(model.node_names)
     edges = [{"source": names[i], "target": names[j], "weight": round(float(a[i, j]), 6)}
              for i, j in zip(*np.nonzero(a)) if i != j]
-    threshold = float(model.cfg.tau)
-    return {"nodes": model.cfg.nodes, "names": names, "edges": edges, "fixed_dag": bool(model.lattice.adjacency.frozen),
-            "threshold": threshold, "acyclicity": acyclicity(a), "weights_meaning": "A[source, target]: source is a "
-            "parent of target; exact zeros (below the soft threshold tau, or pruned at the end of phase 2 with "
-            "variable nodes) are not edges"}
+    rec = {"nodes": model.cfg.nodes, "names": names, "edges": edges,
+           "fixed_dag": bool(model.lattice.adjacency.frozen), "threshold": float(model.cfg.tau),
+           "acyclicity": acyclicity(a), "weights_meaning": "A[source, target]: source is a parent of target; exact "
+           "zeros (below the soft threshold tau, or pruned at the end of phase 2 with variable nodes) are not edges"}
+    if model.structure is not None:
+        # What the graph implies for treatment → outcome, and whether the outcome pathway reads only it.
+        found = adjustment_set(a, model.k - 2, model.k - 1)
+        rec["adjustment_set"] = None if found is None else [names[i] for i in found]
+        rec["adjust"] = model.cfg.adjust
+        rec["columns_read"] = int(model.adjust_cols.sum())
+    return rec
 
 
 def write_graph(model: CSNAModel, run_dir: str | Path) -> tuple[Path, Path]:

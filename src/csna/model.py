@@ -21,7 +21,7 @@ from .nn.distance import causal_distance
 from .nn.encoder import CausalEncoder
 from .nn.heads import OutcomeHeads, PropensityHead
 from .nn.lattice import LatticeEncoder, in_degree_normalised
-from .nn.structure import StructureScore
+from .nn.structure import StructureScore, adjustment_set
 from .nn.utility import MetaUtility
 from .nn.variables import VariableTokenizer
 
@@ -79,8 +79,13 @@ class CSNAModel(nn.Module):
             self.node_names = [f"z{i}" for i in range(cfg.k)]
             self.encoder = CausalEncoder(p, cfg.k, cfg.d, cfg.hidden, cfg.encoder_layers, cfg.dropout, cfg.z_norm)
         n_lat = cfg.lattice_layers if cfg.use_lattice else 0
-        graph_scale = GRAPH_LR_SCALE if self.structure is not None else 1.0
-        self.lattice = LatticeEncoder(self.k, cfg.d, n_lat, cfg.tau, cfg.dropout, graph_scale=graph_scale)
+        graph_scale, forbidden = 1.0, None
+        if self.structure is not None:
+            graph_scale = GRAPH_LR_SCALE
+            # The one edge known to be impossible: the outcome does not cause the treatment.
+            forbidden = torch.zeros(self.k, self.k, dtype=torch.bool)
+            forbidden[self.k - 1, self.k - 2] = True
+        self.lattice = LatticeEncoder(self.k, cfg.d, n_lat, cfg.tau, cfg.dropout, forbidden, graph_scale)
         self.attention = nn.ModuleList(
             CausalTransformerBlock(cfg.d, cfg.heads, cfg.mlp_ratio, cfg.d_max, cfg.rope_base,
                                    cfg.positional, cfg.dropout)
@@ -102,10 +107,14 @@ class CSNAModel(nn.Module):
         self.register_buffer("depth", torch.tensor(3))
         # Hard gates run block i where u_i ≥ this; phase 4 calibrates it on validation rows.
         self.register_buffer("gate_threshold", torch.tensor(0.5))
+        # Variable nodes with model.adjust = graph: 1 on the feature columns of the adjustment set
+        # the fixed DAG implies, 0 elsewhere (set at the end of phase 2); all ones otherwise.
+        self.register_buffer("adjust_cols", torch.ones(p))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Checkpoints from before the threshold was calibrated gated at 0.5.
         state_dict.setdefault(prefix + "gate_threshold", torch.tensor(0.5))
+        state_dict.setdefault(prefix + "adjust_cols", torch.ones(self.p))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ----------------------------------------------------------------- blocks
@@ -158,6 +167,20 @@ class CSNAModel(nn.Module):
         a = self.lattice.adjacency()
         return a.detach() if self.structure is not None else a
 
+    @torch.no_grad()
+    def fix_graph(self, dag: torch.Tensor, adjust: bool) -> list[int] | None:
+        """Fix A to ``dag`` (k, k) and, with ``adjust``, restrict the outcome pathway to the optimal
+        adjustment set of treatment → outcome in it (the last two nodes). Returns that set's node
+        indices, or None where the DAG has no path from the treatment to the outcome (then every
+        column stays in)."""
+        self.lattice.adjacency.freeze(dag)
+        nodes = adjustment_set(dag.cpu().numpy(), self.k - 2, self.k - 1)
+        if adjust and nodes is not None:
+            keep = torch.zeros(self.k, device=dag.device)
+            keep[nodes] = 1.0
+            self.adjust_cols.copy_(keep[self.encoder.col_node])
+        return nodes
+
     def structure_loss(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(score, A): the structure score's mean squared error of every column given its parents,
         and the graph it was computed on. Args: x (B, p); t (B,); y (B,) standardised."""
@@ -192,7 +215,9 @@ class CSNAModel(nn.Module):
         if gate_mode not in GATE_MODES:
             raise ValueError(f"gate_mode must be one of {GATE_MODES}, got {gate_mode!r}")
         depth = int(self.depth) if depth is None else depth
-        z = self.encoder(x) if z is None else z  # (B, k, d)
+        if z is None:
+            # Outside the adjustment set a column reads 0: its training mean (standardised) or no category.
+            z = self.encoder(x * self.adjust_cols if self.structure is not None else x)  # (B, k, d)
         state, h, r, a = z, None, None, None
         us: list[torch.Tensor] = []
         gs: list[torch.Tensor] = []

@@ -31,6 +31,7 @@ from .propensity import Propensity, arm_shares, crossfit_weights, fit_propensity
 from .resume import (TrainingError, TrainingInterrupted, phase_checkpoint, restore_progress, signals_saved,
                      test_hook, training_state)
 from .schedule import resolve_schedule
+from .skeleton import PC_ROWS, node_values, pc_allowed
 from .sources import Split, TensorSource
 
 __all__ = ["Trainer", "TrainingError", "TrainingInterrupted", "set_seed", "phase_seed"]
@@ -273,6 +274,8 @@ class Trainer:
             "epoch": 0, "batch": 0, "step": 0, "best_val": math.inf, "best_state": None, "bad_epochs": 0,
             "skipped": 0, "consecutive": 0, "history": [], "sums": {}, "count": 0, "prev_z": None,
         }, objects)
+        if learns_graph and pc.skeleton == "pc" and st["step"] == 0:
+            self.skeleton_prior()
         if theta_from is not None and st["step"] > theta_from:
             set_theta_learnable(model, True)
             self.wrap()
@@ -384,12 +387,24 @@ class Trainer:
             # The graph is the one the whole schedule of h(A) shaped (the last step's, not the best
             # validation epoch's, which may precede the end of the schedule), made a DAG and fixed.
             dag = project_to_dag(a_end.cpu().numpy(), pc.edge_threshold)
-            model.lattice.adjacency.freeze(torch.as_tensor(dag, dtype=a_end.dtype, device=a_end.device))
+            model.fix_graph(torch.as_tensor(dag, dtype=a_end.dtype, device=a_end.device),
+                            cfg.model.adjust == "graph")
         return PhaseResult(n, epoch + 1, st["step"], st["best_val"], st["skipped"], st["history"])
 
 
     # ----------------------------------------------------------------- helpers
     @torch.no_grad()
+    @torch.no_grad()
+    def skeleton_prior(self) -> None:
+        """Variable nodes: forbid the edges between variables the PC algorithm finds unconnected on
+        (up to PC_ROWS of) the training rows (csna.skeleton)."""
+        sp = self.source.probe(PC_ROWS)
+        values = torch.cat([sp.x, sp.t.unsqueeze(1).to(sp.x.dtype), sp.y.unsqueeze(1).to(sp.x.dtype)], 1)
+        m = self.model
+        nodes = node_values(values.cpu().double().numpy(), m.structure.col_node.cpu().numpy(), m.k)
+        allowed = torch.as_tensor(pc_allowed(nodes, m.k - 2, m.k - 1), device=values.device)
+        m.lattice.adjacency.mask.mul_(allowed.to(m.lattice.adjacency.mask.dtype))
+
     def _update_sigma2(self, pred: torch.Tensor, batch: Split, momentum: float = 0.9) -> None:
         var = L.residual_variance(pred, batch.y, batch.t, self.model.n_treatments)  # (K,)
         present = torch.bincount(batch.t, minlength=self.model.n_treatments) >= 2

@@ -39,6 +39,8 @@ class StructureSCM:
     treatment: np.ndarray  # (n,) 0/1
     dag: np.ndarray  # (q, q) 0/1, dag[i, j] = 1 for i → j
     names: list[str]
+    y0: np.ndarray  # (n,) Y under do(T = 0), same noise, on the standardised outcome's scale
+    y1: np.ndarray  # (n,) Y under do(T = 1)
 
 
 def random_dag(kind: str, q: int, rng: np.random.Generator, degree: float = 2.0) -> np.ndarray:
@@ -56,18 +58,24 @@ def random_dag(kind: str, q: int, rng: np.random.Generator, degree: float = 2.0)
     return dag
 
 
-def _mechanism(parents: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
-    """(n,) the noiseless value of a node from its parents' values (n, k)."""
-    n, k = parents.shape
-    if k == 0:
-        return np.zeros(n)
-    if kind == "linear":
-        w = rng.uniform(0.5, 2.0, k) * rng.choice([-1.0, 1.0], k)
-        return parents @ w
-    hidden = 100
-    w1 = rng.uniform(0.5, 2.0, (k, hidden)) * rng.choice([-1.0, 1.0], (k, hidden))
-    w2 = rng.uniform(0.5, 2.0, hidden) * rng.choice([-1.0, 1.0], hidden)
-    return (1.0 / (1.0 + np.exp(-parents @ w1))) @ w2
+class _Mechanism:
+    """The noiseless value of a node from its parents' values (n, k): drawn once, so it can be
+    evaluated again under an intervention."""
+
+    def __init__(self, k: int, kind: str, rng: np.random.Generator, hidden: int = 100):
+        self.k, self.kind = k, kind
+        if kind == "linear":
+            self.w = rng.uniform(0.5, 2.0, k) * rng.choice([-1.0, 1.0], k)
+        elif k:
+            self.w1 = rng.uniform(0.5, 2.0, (k, hidden)) * rng.choice([-1.0, 1.0], (k, hidden))
+            self.w2 = rng.uniform(0.5, 2.0, hidden) * rng.choice([-1.0, 1.0], hidden)
+
+    def __call__(self, parents: np.ndarray) -> np.ndarray:
+        if self.k == 0:
+            return np.zeros(parents.shape[0])
+        if self.kind == "linear":
+            return parents @ self.w
+        return (1.0 / (1.0 + np.exp(-parents @ self.w1))) @ self.w2
 
 
 def sample_scm(setting: str, seed: int) -> StructureSCM:
@@ -81,23 +89,39 @@ def sample_scm(setting: str, seed: int) -> StructureSCM:
     y = int(rng.integers(max(t + 1, (2 * q) // 3), q))
     dag[t, y] = 1.0
     values = np.zeros((n, q))
+    noise = rng.normal(size=(n, q))
+    mechanisms = {}
     for j in range(q):
         pa = np.flatnonzero(dag[:, j])
-        f = _mechanism(values[:, pa], mech, rng)
+        mechanisms[j] = _Mechanism(len(pa), mech, rng)
+        f = mechanisms[j](values[:, pa])
         if j == t:
             s = (f - f.mean()) / (f.std() + 1e-9)  # a standardised score, so overlap stays usable
             values[:, j] = (rng.random(n) < 1.0 / (1.0 + np.exp(-1.5 * s))).astype(float)
         else:
-            values[:, j] = f + rng.normal(size=n)
+            values[:, j] = f + noise[:, j]
+    # The potential outcomes: T set to 0 and to 1, its descendants recomputed with the same noise.
+    potential = []
+    for arm in (0.0, 1.0):
+        v = values.copy()
+        v[:, t] = arm
+        for j in range(t + 1, q):
+            pa = np.flatnonzero(dag[:, j])
+            if pa.size:
+                v[:, j] = mechanisms[j](v[:, pa]) + noise[:, j]
+        potential.append(v[:, y])
     covariates = [j for j in range(q) if j not in (t, y)]
     # Columns: the covariates in a random order, then T, then Y; the DAG relabelled to match.
     order = list(rng.permutation(covariates)) + [t, y]
     dag = dag[np.ix_(order, order)]
     data = values[:, order]
     treatment = data[:, q - 2].copy()
-    data = (data - data.mean(0)) / data.std(0)
+    mean, std = data.mean(0), data.std(0)
+    data = (data - mean) / std
     names = [f"x{i}" for i in range(q - 2)] + ["treatment", "outcome"]
-    return StructureSCM(data, treatment, dag, names)
+    # On the standardised outcome's scale, as the learners see it.
+    y0, y1 = ((po - mean[q - 1]) / std[q - 1] for po in potential)
+    return StructureSCM(data, treatment, dag, names, y0, y1)
 
 
 def edge_scores(dag: np.ndarray, directed: np.ndarray, undirected: np.ndarray | None = None) -> dict[str, float]:
