@@ -120,3 +120,23 @@ def test_resume_of_a_finished_run_trains_nothing_more(tmp_path, baseline, capsys
     assert main(["train", "--resume", str(rd), "--quiet", "--no-figures"]) == 0
     assert _same_weights(_weights(rd), weights)
     assert _timeless(rd / "metrics.json") == _timeless(baseline / "metrics.json")
+
+
+def test_variable_nodes_killed_mid_phase_2_resume_to_the_same_graph_and_result(tmp_path):
+    """The PC skeleton and the growing h(A) weight live in the saved state: a run killed while
+    phase 2 learns the graph ends with the uninterrupted run's graph, weights and metrics."""
+    pytest.importorskip("causallearn")
+    flags = FLAGS + ["--set", "model.nodes=variables"]
+    base = tmp_path / "base"
+    assert main(["train", "--out", str(base)] + flags) == 0
+    rd = tmp_path / "run"
+    env = dict(os.environ, CSNA_TEST_KILL_AT="2:5")
+    res = subprocess.run([sys.executable, "-m", "csna", "train", "--out", str(rd)] + flags,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
+    assert main(["train", "--resume", str(rd), "--quiet", "--no-figures"]) == 0
+    assert _timeless(rd / "metrics.json") == _timeless(base / "metrics.json")
+    assert _same_weights(_weights(rd), _weights(base))
+    state = ckpt.load(rd / "lattice_encoder.pt")["model_state"]
+    assert bool(state["lattice.adjacency.frozen"])
+    assert json.loads((rd / "graph.json").read_text()) == json.loads((base / "graph.json").read_text())

@@ -18,9 +18,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration key or value that cannot be used."""
+from .config_checks import VALID, ConfigError, validate  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -238,21 +236,6 @@ class Config:
         return dataclasses.asdict(self)
 
 
-VALID = {
-    "data.outcome_type": ("auto", "continuous", "binary", "multiclass"),
-    "model.positional": ("causal", "sequence", "none"),
-    "model.nodes": ("latent", "variables"),
-    "model.adjust": ("all", "graph"),
-    "phase2.skeleton": ("pc", "none"),
-    "scheduler": ("cosine", "plateau", "none"),
-    "lambda_schedule": ("constant", "linear", "cosine"),
-    "phase4.loss_unit": ("train", "val", "outcome"),
-    "train.precision": ("fp32", "bf16"),
-    "train.discrepancy": ("mmd", "wasserstein"),
-    "train.effect_shrink": ("rloss", "scale", "none"),
-}
-
-
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -334,65 +317,6 @@ def default_yaml() -> dict[str, Any]:
 # the table's size (csna.schedule), holds for every table.
 PRESET_GONE = ("config key 'preset' is gone: csna has one set of defaults for every table, with phase "
                "lengths that follow the number of training rows (phaseN.steps; README, Configuration)")
-
-
-def validate(cfg: Config) -> None:
-    """Range checks that the types alone do not catch."""
-    for key, choices in VALID.items():
-        if "." in key:
-            sec, name = key.split(".")
-            val = getattr(getattr(cfg, sec), name)
-            if val not in choices:
-                raise ConfigError(f"config key '{key}' must be one of {choices}, got {val!r}")
-    for n in (1, 2, 3, 4):
-        ph = cfg.phase(n)
-        for name in ("scheduler", "lambda_schedule"):
-            if getattr(ph, name) not in VALID[name]:
-                raise ConfigError(
-                    f"config key 'phase{n}.{name}' must be one of {VALID[name]}, "
-                    f"got {getattr(ph, name)!r}"
-                )
-        if ph.lr <= 0:
-            raise ConfigError(f"config key 'phase{n}.lr' must be positive, got {ph.lr}")
-        if ph.epochs < -1:
-            raise ConfigError(f"config key 'phase{n}.epochs' must be >= 0, or -1 (from steps), got {ph.epochs}")
-        if ph.steps < 0 or ph.min_epochs < 0 or ph.warmup_steps < 0:
-            raise ConfigError(f"config keys 'phase{n}.steps/min_epochs/warmup_steps' must be >= 0")
-        for lam in ("lambda_causal", "lambda_geometric", "lambda_dc", "lambda_dis", "lambda_stable"):
-            if getattr(ph, lam) < 0:
-                raise ConfigError(f"config key 'phase{n}.{lam}' must be >= 0, got {getattr(ph, lam)}")
-    p2 = cfg.phase2
-    if min(p2.lambda_structure, p2.lambda_sparse, p2.dag_start, p2.dag_end, p2.edge_threshold) < 0:
-        raise ConfigError("config keys 'phase2.lambda_structure/lambda_sparse/dag_start/dag_end/edge_threshold' "
-                          "must be >= 0")
-    if not 0.0 <= cfg.phase3.block_drop < 1.0:
-        raise ConfigError(f"config key 'phase3.block_drop' must be in [0, 1), got {cfg.phase3.block_drop}")
-    if cfg.phase4.eta < 0:
-        raise ConfigError(f"config key 'phase4.eta' must be >= 0, got {cfg.phase4.eta}")
-    if cfg.phase4.ate_tolerance < 0:
-        raise ConfigError(f"config key 'phase4.ate_tolerance' must be >= 0, got {cfg.phase4.ate_tolerance}")
-    if cfg.phase4.cate_tolerance < 0:
-        raise ConfigError(f"config key 'phase4.cate_tolerance' must be >= 0, got {cfg.phase4.cate_tolerance}")
-    if cfg.phase4.cf_weight < 0:
-        raise ConfigError(f"config key 'phase4.cf_weight' must be >= 0, got {cfg.phase4.cf_weight}")
-    if cfg.train.batch_size < 2:
-        raise ConfigError(f"config key 'train.batch_size' must be >= 2, got {cfg.train.batch_size}")
-    if cfg.train.ensemble_workers < 0:
-        raise ConfigError(f"config key 'train.ensemble_workers' must be >= 0, got {cfg.train.ensemble_workers}")
-    if cfg.train.ensemble < 1:
-        raise ConfigError(f"config key 'train.ensemble' must be >= 1, got {cfg.train.ensemble}")
-    if cfg.train.grad_clip <= 0:
-        raise ConfigError(f"config key 'train.grad_clip' must be positive, got {cfg.train.grad_clip}")
-    m = cfg.model
-    if m.d % m.heads or (m.d // m.heads) % 2:
-        raise ConfigError(
-            f"config keys 'model.d' ({m.d}) / 'model.heads' ({m.heads}) must give an even head width"
-        )
-    if m.k < 2:
-        raise ConfigError(f"config key 'model.k' must be >= 2, got {m.k}")
-    if len(cfg.data.split) != 3 or abs(sum(cfg.data.split) - 1.0) > 1e-6 or min(cfg.data.split) <= 0:
-        raise ConfigError("config key 'data.split' must be three positive fractions summing to 1, "
-                          f"got {cfg.data.split}")
 
 
 def parse_override(text: str) -> tuple[str, Any]:

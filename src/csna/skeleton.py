@@ -61,3 +61,16 @@ def pc_allowed(nodes: np.ndarray, treatment: int, outcome: int) -> np.ndarray:
     allowed[outcome, treatment] = False
     np.fill_diagonal(allowed, False)
     return allowed
+
+
+def apply_skeleton_prior(model, rows) -> None:
+    """Forbid in ``model``'s graph the edges between variables that PC finds unconnected on
+    ``rows`` (a ``Split`` of up to ``PC_ROWS`` training rows)."""
+    import torch
+
+    with torch.no_grad():
+        values = torch.cat([rows.x, rows.t.unsqueeze(1).to(rows.x.dtype), rows.y.unsqueeze(1).to(rows.x.dtype)], 1)
+        nodes = node_values(values.cpu().double().numpy(), model.structure.col_node.cpu().numpy(), model.k)
+        allowed = torch.as_tensor(pc_allowed(nodes, model.k - 2, model.k - 1), device=values.device)
+        mask = model.lattice.adjacency.mask
+        mask.mul_(allowed.to(mask.dtype))

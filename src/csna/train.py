@@ -31,7 +31,7 @@ from .propensity import Propensity, arm_shares, crossfit_weights, fit_propensity
 from .resume import (TrainingError, TrainingInterrupted, phase_checkpoint, restore_progress, signals_saved,
                      test_hook, training_state)
 from .schedule import resolve_schedule
-from .skeleton import PC_ROWS, node_values, pc_allowed
+from .skeleton import PC_ROWS, apply_skeleton_prior
 from .sources import Split, TensorSource
 
 __all__ = ["Trainer", "TrainingError", "TrainingInterrupted", "set_seed", "phase_seed"]
@@ -275,7 +275,7 @@ class Trainer:
             "skipped": 0, "consecutive": 0, "history": [], "sums": {}, "count": 0, "prev_z": None,
         }, objects)
         if learns_graph and pc.skeleton == "pc" and st["step"] == 0:
-            self.skeleton_prior()
+            apply_skeleton_prior(model, self.source.probe(PC_ROWS))
         if theta_from is not None and st["step"] > theta_from:
             set_theta_learnable(model, True)
             self.wrap()
@@ -394,17 +394,6 @@ class Trainer:
 
     # ----------------------------------------------------------------- helpers
     @torch.no_grad()
-    @torch.no_grad()
-    def skeleton_prior(self) -> None:
-        """Variable nodes: forbid the edges between variables the PC algorithm finds unconnected on
-        (up to PC_ROWS of) the training rows (csna.skeleton)."""
-        sp = self.source.probe(PC_ROWS)
-        values = torch.cat([sp.x, sp.t.unsqueeze(1).to(sp.x.dtype), sp.y.unsqueeze(1).to(sp.x.dtype)], 1)
-        m = self.model
-        nodes = node_values(values.cpu().double().numpy(), m.structure.col_node.cpu().numpy(), m.k)
-        allowed = torch.as_tensor(pc_allowed(nodes, m.k - 2, m.k - 1), device=values.device)
-        m.lattice.adjacency.mask.mul_(allowed.to(m.lattice.adjacency.mask.dtype))
-
     def _update_sigma2(self, pred: torch.Tensor, batch: Split, momentum: float = 0.9) -> None:
         var = L.residual_variance(pred, batch.y, batch.t, self.model.n_treatments)  # (K,)
         present = torch.bincount(batch.t, minlength=self.model.n_treatments) >= 2
