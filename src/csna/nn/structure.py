@@ -5,7 +5,8 @@ Shape alphabet: B batch, k nodes, h hidden width, c columns (the p feature colum
 
 With variable nodes the graph is learned the way score-based structure learners learn it
 (NOTEARS, DAGMA): a least-squares score of every column given its parents, an L1 penalty on the
-edges and an acyclicity penalty h(A) whose weight grows through phase 2, then thresholding. It is
+edges and an acyclicity penalty h(A) whose weight grows through phase 2, then thresholding,
+among the pairs the PC algorithm leaves adjacent (``csna.skeleton``). It is
 written here rather than taken from the ``dagma`` package because the graph must be the
 network's own parameter ``A``, trained with the rest and read by the lattice and by causal RoPE;
 ``dagma`` itself is the reference it is benchmarked against (``csna bench structure``).
@@ -35,8 +36,10 @@ class StructureScore(nn.Module):
     Column c of node j is predicted by a one-hidden-layer MLP of its own (one per node) whose
     inputs are all columns, each multiplied by the edge weight A[node(source), j]; the zero
     diagonal of A keeps a node's own columns out. An L1 on A then decides which inputs a node
-    may read, as DAGMA's L1 on its first-layer weights does. The first layer's weights are kept
-    small by the optimizer's weight decay, so A cannot shrink while the weights grow to make up.
+    may read, as DAGMA's L1 on its first-layer weights does. Only the optimizer's weight decay
+    stops the weights from growing to make up for a shrinking A, so the score separates edges
+    from non-edges weakly on its own; the PC skeleton (``csna.skeleton``) decides adjacency and
+    the score orients and weighs the edges it allows.
 
     Args:
         col_node: (c,) node index of every column (features, then t, then y).
