@@ -53,26 +53,17 @@ def validate(cfg: Any) -> None:
         for lam in ("lambda_causal", "lambda_geometric", "lambda_dc", "lambda_dis", "lambda_stable"):
             if getattr(ph, lam) < 0:
                 raise ConfigError(f"config key 'phase{n}.{lam}' must be >= 0, got {getattr(ph, lam)}")
-    p2 = cfg.phase2
-    if min(p2.lambda_structure, p2.lambda_sparse, p2.dag_start, p2.dag_end, p2.edge_threshold) < 0:
-        raise ConfigError("config keys 'phase2.lambda_structure/lambda_sparse/dag_start/dag_end/edge_threshold' "
-                          "must be >= 0")
+    at_least = [(f"phase2.{k}", 0) for k in ("lambda_structure", "lambda_sparse", "dag_start", "dag_end",
+                                               "edge_threshold")]
+    at_least += [("phase4.eta", 0), ("phase4.ate_tolerance", 0), ("phase4.cate_tolerance", 0),
+                 ("phase4.cf_weight", 0), ("train.batch_size", 2), ("train.ensemble_workers", 0), ("train.ensemble", 1)]
+    for key, low in at_least:
+        sec, name = key.split(".")
+        val = getattr(getattr(cfg, sec), name)
+        if val < low:
+            raise ConfigError(f"config key '{key}' must be >= {low}, got {val}")
     if not 0.0 <= cfg.phase3.block_drop < 1.0:
         raise ConfigError(f"config key 'phase3.block_drop' must be in [0, 1), got {cfg.phase3.block_drop}")
-    if cfg.phase4.eta < 0:
-        raise ConfigError(f"config key 'phase4.eta' must be >= 0, got {cfg.phase4.eta}")
-    if cfg.phase4.ate_tolerance < 0:
-        raise ConfigError(f"config key 'phase4.ate_tolerance' must be >= 0, got {cfg.phase4.ate_tolerance}")
-    if cfg.phase4.cate_tolerance < 0:
-        raise ConfigError(f"config key 'phase4.cate_tolerance' must be >= 0, got {cfg.phase4.cate_tolerance}")
-    if cfg.phase4.cf_weight < 0:
-        raise ConfigError(f"config key 'phase4.cf_weight' must be >= 0, got {cfg.phase4.cf_weight}")
-    if cfg.train.batch_size < 2:
-        raise ConfigError(f"config key 'train.batch_size' must be >= 2, got {cfg.train.batch_size}")
-    if cfg.train.ensemble_workers < 0:
-        raise ConfigError(f"config key 'train.ensemble_workers' must be >= 0, got {cfg.train.ensemble_workers}")
-    if cfg.train.ensemble < 1:
-        raise ConfigError(f"config key 'train.ensemble' must be >= 1, got {cfg.train.ensemble}")
     if cfg.train.grad_clip <= 0:
         raise ConfigError(f"config key 'train.grad_clip' must be positive, got {cfg.train.grad_clip}")
     m = cfg.model
