@@ -194,8 +194,8 @@ def load_history(run: Run) -> dict[str, Any]:
 
 def evaluate_and_report(run: Run, data: CausalData, figures: bool = True) -> dict[str, Any]:
     """Compute every metric that applies to ``run`` on ``data``; with ``figures`` and a run
-    directory, also draw ``figures/*.png`` and write ``report.md`` there; ``graph.json`` and
-    ``graph.graphml`` are written to a run directory either way."""
+    directory, also draw ``figures/*.png`` and write ``report.md``, ``graph.json`` and
+    ``graph.graphml`` there (without, nothing is written)."""
     ev = evaluate_run(run, data)
     ev.metrics.update(reference_metrics(run, data, run.prep.features(data.X), split_indices_of(run, data)))
     ev.metrics.update(final_axes(ev.metrics))
@@ -203,11 +203,10 @@ def evaluate_and_report(run: Run, data: CausalData, figures: bool = True) -> dic
     fit = history.get("time_fit_s", getattr(run, "fit_seconds", None))
     if fit is not None:
         ev.metrics["time_fit_s"] = float(fit)
-    if run.run_dir is not None:  # the graph's files are data, written with or without figures
-        write_graph(run.model, run.run_dir)
     if figures and run.run_dir is not None:
         rd = Path(run.run_dir)
         made = draw_figures(ev, history.get("phases", {}), rd / FIGURES_DIR, run.cfg.model.edge_eps)
+        write_graph(run.model, rd)
         for name in set(ALL_FIGURES) - {n for n, _ in made}:  # a stale figure of an earlier evaluation
             (rd / FIGURES_DIR / name).unlink(missing_ok=True)
         write_report(ev, made, rd / "report.md", run, data)
