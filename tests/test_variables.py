@@ -163,3 +163,15 @@ def test_pc_skeleton_allows_only_adjacent_pairs_and_never_outcome_to_treatment()
     skeleton = allowed | allowed.T
     assert {(i, j) for i, j in zip(*np.nonzero(np.triu(skeleton)))} == {(0, 1), (1, 3), (3, 4)}
     assert allowed[3, 4] and not allowed[4, 3]
+
+
+def test_variable_nodes_without_causal_learn_fail_at_load_with_one_line(monkeypatch):
+    import importlib.util
+
+    from csna.config import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "causallearn" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"csna\[graph\]"):
+        load_config(None, ["model.nodes=variables"])
+    load_config(None, ["model.nodes=variables", "phase2.skeleton=none"])  # no PC, no need

@@ -6,6 +6,7 @@ Kept apart from ``config.py`` (the dataclasses, YAML and overrides) so each file
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 
@@ -53,6 +54,11 @@ def validate(cfg: Any) -> None:
         for lam in ("lambda_causal", "lambda_geometric", "lambda_dc", "lambda_dis", "lambda_stable"):
             if getattr(ph, lam) < 0:
                 raise ConfigError(f"config key 'phase{n}.{lam}' must be >= 0, got {getattr(ph, lam)}")
+    pc_needed = cfg.model.nodes == "variables" and cfg.phase2.skeleton == "pc"
+    if pc_needed and importlib.util.find_spec("causallearn") is None:
+        # Checked here, before anything is trained or saved, rather than at the start of phase 2.
+        raise ConfigError("model.nodes = variables with phase2.skeleton = pc needs causal-learn: "
+                          "pip install 'csna[graph]' (or --set phase2.skeleton=none)")
     at_least = [(f"phase2.{k}", 0) for k in ("lambda_structure", "lambda_sparse", "dag_start", "dag_end",
                                                "edge_threshold")]
     at_least += [("phase4.eta", 0), ("phase4.ate_tolerance", 0), ("phase4.cate_tolerance", 0),
