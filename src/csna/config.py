@@ -176,7 +176,7 @@ class TrainConfig:
     # torch intra-op threads; 0 = torch default. One is fastest for this model's small matmuls
     # (2 threads were 6x slower per step here)
     threads: int = 1
-    checkpoint_every: int = 200  # steps between latest-state checkpoints
+    checkpoint_every: int = 200  # steps between latest-state checkpoints; 0 = at each epoch end
     max_steps: int = 0  # 0 = no cap (per phase)
     standardize_outcome: bool = True
     progress: bool = True

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import losses as L
+from .gate_sweep import sweep_rows
 from .phases import PHASES, PhaseResult, learning_rate, set_trainable, warmup_steps
-from .resume import TrainingInterrupted
-from .sources import Split
+from .sources import EVAL_BATCH, Split
 
 if TYPE_CHECKING:  # annotations only: train.py imports this module
     from .train import Trainer
@@ -285,9 +285,7 @@ def run_meta_phase(tr: Trainer, resume: dict[str, Any] | None = None) -> PhaseRe
         st.update(epoch=epoch + 1, batch=0, sums={}, count=0, u_epoch=[])
         if (cfg.train.max_steps and st["step"] >= cfg.train.max_steps) or epoch + 1 >= pc.epochs:
             break
-        tr.save_latest(4, st, objects)  # epoch end
-        if tr.signal_received is not None:
-            raise TrainingInterrupted(tr.signal_received, 4, st["step"], tr.run_dir)
+        tr.epoch_end(4, st, objects)
     if bar is not None:
         bar(None)
     if st["best_state"] is not None:
@@ -367,10 +365,12 @@ def calibrate_gates(tr: Trainer, costs: torch.Tensor, eta: float, limit: float, 
         extra = tr.source.probe(CATE_ROWS)
         z_x = tr.encode(extra)
         ref_x, _ = tr.eval_pass(extra, 3, "off", z_x)
+    # Every threshold in one pass that shares what the thresholds have in common (csna.gate_sweep).
+    preds, all_gates = sweep_rows(model, z_val, GATE_THRESHOLDS, 3, EVAL_BATCH)  # (nT, n, …)
+    preds_x = sweep_rows(model, z_x, GATE_THRESHOLDS, 3, EVAL_BATCH)[0] if extra is not None else None
     found: dict[float, GateCalibration] = {}
-    for t in GATE_THRESHOLDS:
-        model.gate_threshold.fill_(t)
-        pred, gates = tr.eval_pass(tr.val, 3, "hard", z_val)
+    for j, t in enumerate(GATE_THRESHOLDS):
+        pred, gates = preds[j], all_gates[j]
         per = L.task_loss(pred, tr.val.y, tr.val.t, tr.kind, reduction="none")
         if w > 0:
             per = per + w * counterfactual_drift(pred, ref, tr.val.t, tr.kind)
@@ -378,7 +378,7 @@ def calibrate_gates(tr: Trainer, costs: torch.Tensor, eta: float, limit: float, 
         loss, ate = float(per.mean()), ate_shift(tr.kind, pred, ref)
         cate = 0.0
         if extra is not None:
-            pred_x, _ = tr.eval_pass(extra, 3, "hard", z_x)
+            pred_x = preds_x[j]
             shift = torch.cat([effects(tr.kind, pred) - effects(tr.kind, ref),
                                effects(tr.kind, pred_x) - effects(tr.kind, ref_x)])  # (n, K − 1)
             shift = shift[torch.isfinite(shift).all(1)]

@@ -244,21 +244,16 @@ class CSNAModel(nn.Module):
             gs.append(g)
             return gated(fn, state, g)
 
+        a, lattice_fns, attention_fns = self.block_fns(depth)
+        for fn in lattice_fns:
+            state = run(fn, state, block_i)
+            block_i += 1
         if depth >= 2:
-            a = self.graph()  # (k, k)
-            a_in = in_degree_normalised(a)
-            for layer in self.lattice.layers:
-                state = run(lambda s, m=layer: m(s, a_in), state, block_i)
-                block_i += 1
             h = state
+        for fn in attention_fns:
+            state = run(fn, state, block_i)
+            block_i += 1
         if depth >= 3:
-            if a is None:
-                a = self.graph()
-            # Causal distance once per forward pass, never per layer (design §3.3).
-            dist, unrel = self.causal_distances(a)
-            for blk in self.attention:
-                state = run(lambda s, m=blk: m(s, dist, unrel), state, block_i)
-                block_i += 1
             r = state
         rep = state.mean(dim=1)  # (B, d)
         pred = self.heads["outcome"](rep)
@@ -267,6 +262,22 @@ class CSNAModel(nn.Module):
         g_all = torch.stack(gs, dim=1) if gs else None  # (B, n)
         value = self.utility.value(z.detach()) if with_value else None  # (B,)
         return Outputs(pred, prop, rep, z, h, r, a, u_all, g_all, value)
+
+    def block_fns(self, depth: int) -> tuple[torch.Tensor | None, list, list]:
+        """(A, lattice blocks, attention blocks) up to ``depth``: each block a function of the
+        state (B, k, d), in the order the Meta Utility Layer gates them (its block index).
+        The graph and the causal distances are computed once here, never per layer (design §3.3)."""
+        a, lattice_fns, attention_fns = None, [], []
+        if depth >= 2:
+            a = self.graph()  # (k, k)
+            a_in = in_degree_normalised(a)
+            lattice_fns = [lambda s, m=layer: m(s, a_in) for layer in self.lattice.layers]
+        if depth >= 3:
+            if a is None:
+                a = self.graph()
+            dist, unrel = self.causal_distances(a)
+            attention_fns = [lambda s, m=blk: m(s, dist, unrel) for blk in self.attention]
+        return a, lattice_fns, attention_fns
 
     # ------------------------------------------------------------- utilities
     def to_outcome_units(self, pred: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+EVAL_BATCH = 8192  # rows per forward pass of the validation-type passes (bounded memory)
+
 
 @dataclass
 class Split:
