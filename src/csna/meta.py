@@ -168,8 +168,7 @@ def run_meta_phase(tr: Trainer, resume: dict[str, Any] | None = None) -> PhaseRe
     if pc.finetune_backbone:
         backbone = [p for g in PHASES[3].trains for p in getattr(model, g).parameters() if p.requires_grad]
         groups_.append({"params": backbone, "lr": pc.lr})
-    opt = torch.optim.AdamW(groups_, betas=(cfg.train.beta1, cfg.train.beta2),
-                            weight_decay=cfg.train.weight_decay)
+    opt = tr._optimizer(groups_, pc.lr)  # every group carries its own lr
     costs = model.measure_block_costs()
     tr.wrap()
     gen = torch.Generator().manual_seed(cfg.train.seed + 4)
