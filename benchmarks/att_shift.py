@@ -22,25 +22,16 @@ import numpy as np
 
 
 def analyse(path: Path, seed: int = 0) -> tuple[dict[str, tuple[float, float, float]], dict[str, float]]:
-    from csna.dr import aipw_att, out_of_fold_mu
-    from csna.propensity import crossfit_propensity
+    from effect_shrink import saved_fit
+
+    from csna.dr import aipw_att
     from csna.shrink import shrink_rule
 
-    z = np.load(path)
-    mus, x, t, y, mu, test = z["mus"], z["x"], z["T"], z["Y"].astype(float), z["mu"], z["test"]
-    train_rows = [z[f"train_rows_{j}"] for j in range(len(mus))]
-    n = len(t)
-    cand = np.setdiff1d(np.arange(n), test)
-    pos = np.full(n, -1)
-    pos[cand] = np.arange(len(cand))
-    oof, mask = out_of_fold_mu([m[cand] for m in mus], [pos[r][pos[r] >= 0] for r in train_rows], len(cand))
-    rows = cand[mask]
-    e1 = crossfit_propensity(x[rows], t[rows].astype(np.int64), 2, seed=seed)[:, 1]
-    ens = mus.mean(0)
-    tau_hat = ens[:, 1] - ens[:, 0]  # (n,)
-    c = float(tau_hat[cand].mean())
-    tau = mu[:, 1] - mu[:, 0]
-    rule = shrink_rule(y[rows], t[rows].astype(float), oof[mask, 0], oof[mask, 1], e1, c)
+    f = saved_fit(path, seed)
+    t, y, test, rows, oof, e1, tau_hat, c, tau = (f[k] for k in (
+        "T", "Y", "test", "rows", "oof", "e1", "tau_hat", "c", "tau"))
+    y = y.astype(float)
+    rule = shrink_rule(y[rows], t[rows].astype(float), oof[:, 0], oof[:, 1], e1, c)
     tp = rule["level"] + rule["scale"] * (tau_hat - c)  # the default τ'
     treated = test[t[test] == 1]
 
@@ -48,7 +39,7 @@ def analyse(path: Path, seed: int = 0) -> tuple[dict[str, tuple[float, float, fl
         return (float(np.sqrt(np.mean((v[test] - tau[test]) ** 2))), abs(float(v[test].mean() - tau[test].mean())),
                 abs(float(v[treated].mean() - tau[treated].mean())))
 
-    att_dr, se = aipw_att(y[rows], t[rows].astype(float), oof[mask, 0], e1)
+    att_dr, se = aipw_att(y[rows], t[rows].astype(float), oof[:, 0], e1)
     held_treated = rows[t[rows] == 1]
     delta = att_dr - float(tp[held_treated].mean())
     out = {"default": score(tp)}

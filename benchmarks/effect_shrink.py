@@ -53,38 +53,49 @@ def dump(cell, rep: int, path: Path, overrides: tuple[str, ...] = ()) -> None:
 VARIANTS = ("raw", "scale", "level_test", "rloss", "level_always", "constant")
 
 
+def saved_fit(path: Path, seed: int) -> dict:
+    """A saved fit (``dump``) with what every rule reads: the members' held-out μ̂ of the
+    non-test rows (``oof``, on ``rows``), a cross-fitted logistic ê there (``e1``), the ensemble's
+    τ̂ and its held-out mean c, the true τ, and the treated test rows."""
+    from csna.dr import out_of_fold_mu
+    from csna.propensity import crossfit_propensity
+
+    z = np.load(path)
+    f = {k: z[k] for k in ("mus", "x", "T", "Y", "mu", "test")}
+    train_rows = [z[f"train_rows_{j}"] for j in range(len(f["mus"]))]
+    n, test = len(f["T"]), f["test"]
+    cand = np.setdiff1d(np.arange(n), test)
+    pos = np.full(n, -1)
+    pos[cand] = np.arange(len(cand))
+    local = [pos[r][pos[r] >= 0] for r in train_rows]
+    oof, mask = out_of_fold_mu([m[cand] for m in f["mus"]], local, len(cand))
+    rows = cand[mask]
+    ens = f["mus"].mean(0)
+    tau_hat = ens[:, 1] - ens[:, 0]  # (n,)
+    f.update(oof=oof[mask], rows=rows, tau_hat=tau_hat, c=float(tau_hat[cand].mean()), n=n,
+             e1=crossfit_propensity(f["x"][rows], f["T"][rows].astype(np.int64), 2, seed=seed)[:, 1],
+             tau=f["mu"][:, 1] - f["mu"][:, 0], treated=test[f["T"][test] == 1])
+    return f
+
+
 def scores(path: Path, seed: int) -> dict[str, tuple[float, float, float]]:
     """Per variant, (√PEHE_out, ε_ATE_out, ε_ATT_out) on the fit's test rows: τ̂ as trained
     (raw), λ alone about c (``scale``, Session 9's default), λ with the tested level and no test
     of λ (level_test), both tests (``rloss``, the default: ``shrink_rule``), the joint (a, λ)
     always (level_always), and c."""
-    from csna.dr import out_of_fold_mu
-    from csna.propensity import crossfit_propensity
     from csna.shrink import TEST_Z, rloss_level, rloss_scale, shrink_rule
 
-    z = np.load(path)
-    mus, x, T, Y, mu, test = z["mus"], z["x"], z["T"], z["Y"], z["mu"], z["test"]
-    train_rows = [z[f"train_rows_{j}"] for j in range(len(mus))]
-    n = len(T)
-    cand = np.setdiff1d(np.arange(n), test)
-    pos = np.full(n, -1)
-    pos[cand] = np.arange(len(cand))
-    local = [pos[r][pos[r] >= 0] for r in train_rows]
-    oof, mask = out_of_fold_mu([m[cand] for m in mus], local, len(cand))
-    rows = cand[mask]
-    e1 = crossfit_propensity(x[rows], T[rows].astype(np.int64), 2, seed=seed)[:, 1]
-    ens = mus.mean(0)
-    tau_hat = ens[:, 1] - ens[:, 0]  # (n,)
-    c = float(tau_hat[cand].mean())
-    tau = mu[:, 1] - mu[:, 0]
-    treated = test[T[test] == 1]
+    f = saved_fit(path, seed)
+    T, Y, test, rows, e1, tau_hat, c, tau, treated, n = (f[k] for k in (
+        "T", "Y", "test", "rows", "e1", "tau_hat", "c", "tau", "treated", "n"))
+    oof = f["oof"]
 
     def score(t):
         att = abs(float(t[treated].mean() - tau[treated].mean())) if len(treated) else float("nan")
         pehe = float(np.sqrt(np.mean((t[test] - tau[test]) ** 2)))
         return (pehe, abs(float(t[test].mean() - tau[test].mean())), att)
 
-    args = (Y[rows].astype(float), T[rows].astype(float), oof[mask, 0], oof[mask, 1], e1, c)
+    args = (Y[rows].astype(float), T[rows].astype(float), oof[:, 0], oof[:, 1], e1, c)
     lam = rloss_scale(*args)
     a, lam_a, se = rloss_level(*args)
     moved = abs(a - c) > TEST_Z * se
