@@ -186,6 +186,10 @@ class TrainConfig:
     # L_Dis between treatment groups' pooled representations: multi-bandwidth MMD² ("mmd") or
     # the Sinkhorn estimate of the Wasserstein distance ("wasserstein", CFR-Wass's balance).
     discrepancy: str = "mmd"
+    # L_causal's reference for P(Y|do(t)) (csna.losses.causal_kl): "ipw", the observed outcomes
+    # reweighted by P(T = t)/ê_t(x); "aipw", the model's moments plus the reweighted factual
+    # residuals (doubly robust: its error is a product of the propensity's and the model's).
+    causal_reference: str = "ipw"
     # Weigh the factual loss by 1 / (K·share of the received treatment), so a small arm (19%
     # treated on IHDP) counts as much as a large one, as TARNet and CFR do.
     balance_arms: bool = False

@@ -25,6 +25,7 @@ VALID = {
     "phase4.loss_unit": ("train", "val", "outcome"),
     "train.precision": ("fp32", "bf16"),
     "train.discrepancy": ("mmd", "wasserstein"),
+    "train.causal_reference": ("ipw", "aipw"),
     "train.effect_shrink": ("rloss", "scale", "none"),
 }
 

@@ -52,6 +52,8 @@ OUTCOME_TYPES = ("continuous", "binary", "multiclass")
 PART_KEYS = ("task", "causal", "geometric", "dc", "dis", "stable", "structure", "sparse")
 LAMBDA_KEYS = ("causal", "geometric", "dc", "dis", "stable", "structure", "sparse")
 
+CAUSAL_REFERENCES = ("ipw", "aipw")  # L_causal's reference distribution (``causal_kl``)
+
 # A variance floor: a group fitted perfectly would otherwise divide by zero in the KL.
 VAR_FLOOR = 1e-6
 
@@ -113,8 +115,9 @@ def causal_kl(
     weights: Tensor,
     sigma2: Tensor | None = None,
     min_group: int = 4,
+    reference: str = "ipw",
 ) -> Tensor:
-    """L_causal: mean over treatments t of KL(P̂(Y|do(t)) ‖ P_IPW(Y|do(t))) in nats (design §4).
+    """L_causal: mean over treatments t of KL(P̂(Y|do(t)) ‖ P_ref(Y|do(t))) in nats (design §4).
 
     P̂(Y|do(t)) is the model's predictive p(y|x_b, t) averaged over **every** x_b of the batch
     (back-door adjustment). P_IPW(Y|do(t)) is the distribution of the observed outcomes of the
@@ -125,6 +128,15 @@ def causal_kl(
     identification, not towards the naive association (the seed's literal formula,
     ``metrics.causal_kl_obs``, did the latter). Treatments with fewer than ``min_group`` units in the
     batch are skipped.
+
+    ``reference="aipw"`` (``train.causal_reference``) makes the reference doubly robust: each
+    moment of P_ref is the model's own batch moment (detached) plus the weighted mean of the
+    factual residuals of that moment over the units with T_b = t, the augmented IPW estimate
+    (Robins et al. 1994). Its error is the product of the propensity's and the outcome model's
+    errors, where the IPW reference's is the propensity's alone: clipped weights or a
+    misspecified logistic ê leave part of the confounding in P_IPW, and the loss then pulls
+    towards it. Against the AIPW reference the loss is zero when the weighted factual residuals
+    average zero, the moment condition of DragonNet's targeted regularisation (Shi et al. 2019).
 
     Classification: the model side is a categorical mixture, the reference the weighted class
     frequencies (smoothed by 1e-3 so an unseen class has a finite log), exact KL. Continuous:
@@ -142,11 +154,16 @@ def causal_kl(
         sigma2: ``(K,)`` predictive variances; continuous only. If None, the batch's factual
             residual variance of each group.
         min_group: fewest units of a treatment in the batch for it to count.
+        reference: "ipw" (the reweighted outcomes) or "aipw" (the model's moments plus the
+            reweighted factual residuals).
 
     Returns:
         Scalar; a zero still attached to the graph when no treatment qualifies.
     """
     check_outcome_type(outcome_type)
+    if reference not in CAUSAL_REFERENCES:
+        raise ValueError(f"L_causal reference must be one of {CAUSAL_REFERENCES}, got {reference!r}")
+    aipw = reference == "aipw"
     K = pred.shape[1]
     counts = torch.bincount(t, minlength=K)
     present = [g for g in range(K) if int(counts[g]) >= min_group]
@@ -162,9 +179,15 @@ def causal_kl(
         for g in present:
             mu_all = pred[:, g]  # (B,)
             w = w_all[t == g] / w_all[t == g].sum()  # (n_g,) sums to 1
-            m_ref = (w * yf[t == g]).sum()
-            v_ref = (w * (yf[t == g] - m_ref) ** 2).sum().clamp_min(VAR_FLOOR)
             v_do = var_t[g] + mu_all.var(unbiased=False)
+            if aipw:  # first and second moments: the model's, plus the weighted factual residuals
+                mu_d, mu_g = mu_all.detach(), mu_all[t == g].detach()  # (B,), (n_g,)
+                m_ref = mu_d.mean() + (w * (yf[t == g] - mu_g)).sum()
+                second = (mu_d ** 2).mean() + var_t[g] + (w * (yf[t == g] ** 2 - mu_g ** 2 - var_t[g])).sum()
+                v_ref = (second - m_ref ** 2).clamp_min(VAR_FLOOR)
+            else:
+                m_ref = (w * yf[t == g]).sum()
+                v_ref = (w * (yf[t == g] - m_ref) ** 2).sum().clamp_min(VAR_FLOOR)
             kls.append(gaussian_kl(mu_all.mean(), v_do, m_ref, v_ref))
         return torch.stack(kls).mean()
 
@@ -176,6 +199,10 @@ def causal_kl(
         log_do = torch.logsumexp(logp, dim=0) - math.log(B)  # (C,)
         w = w_all[t == g] / w_all[t == g].sum()  # (n_g,)
         q = torch.zeros(C, dtype=pred.dtype, device=pred.device).index_add_(0, y[t == g].long(), w)  # (C,)
+        if aipw:  # the model's class frequencies plus the weighted factual residuals, kept ≥ 0
+            p_d = logp.detach().exp()  # (B, C)
+            q = (p_d.mean(0) + q - (w[:, None] * p_d[t == g]).sum(0)).clamp_min(0.0)
+            q = q / q.sum().clamp_min(1e-12)
         q = (q + 1e-3) / (1.0 + C * 1e-3)
         kls.append((log_do.exp() * (log_do - q.log())).sum())
     return torch.stack(kls).mean()
@@ -346,10 +373,12 @@ def total_loss(
 def compute_parts(model: CSNAModel, out, batch: Split, phase_n: int, lambdas: dict[str, float],
                   step: int, stable_every: int, ctx: DistContext | None = None,
                   global_batch: Split | None = None, local: torch.Tensor | None = None,
-                  metric: str = "mmd", arm_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                  metric: str = "mmd", arm_weight: torch.Tensor | None = None,
+                  causal_reference: str = "ipw") -> dict[str, torch.Tensor]:
     """Every part of L_total that this phase switches on and whose λ is non-zero.
 
-    ``arm_weight`` (K,): weights of the factual loss by received treatment (``train.balance_arms``).
+    ``arm_weight`` (K,): weights of the factual loss by received treatment (``train.balance_arms``);
+    ``causal_reference``: L_causal's reference (``causal_kl``, ``train.causal_reference``).
 
     In a data-parallel run (``ctx``), ``batch`` holds this rank's rows of ``global_batch``
     (indices ``local``): per-sample means are scaled and batch-level terms read the gathered
@@ -371,7 +400,8 @@ def compute_parts(model: CSNAModel, out, batch: Split, phase_n: int, lambdas: di
         if gb.w is None:
             raise ValueError("L_causal needs the training rows' inverse-propensity weights (Split.w); "
                              "Trainer sets them")
-        parts["causal"] = causal_kl(ctx.gather(out.pred), gb.t, kind, gb.y, gb.w, sigma2)
+        parts["causal"] = causal_kl(ctx.gather(out.pred), gb.t, kind, gb.y, gb.w, sigma2,
+                                    reference=causal_reference)
     if on("geometric") and out.h is not None and out.adjacency is not None:
         parts["geometric"] = laplacian_smoothness(out.h, out.adjacency) * s
     if model.structure is not None and on("structure"):

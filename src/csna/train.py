@@ -324,7 +324,7 @@ class Trainer:
                         out = self.fwd(batch.x, depth=ph.depth)
                     parts = L.compute_parts(model, out, batch, n, lam, step, getattr(pc, "stable_every", 1),
                                             self.ctx, batch_g, local, self.cfg.train.discrepancy,
-                                            self.arm_weight)
+                                            self.arm_weight, self.cfg.train.causal_reference)
                     total_loss, reg = L.total_loss(parts, lam)
                     prop_loss = (nn.functional.cross_entropy(out.prop_logits, batch.t)
                                  * self.ctx.scale(len(batch), len(batch_g)))
