@@ -211,3 +211,30 @@ def test_minimising_the_aipw_term_recovers_the_effect_with_a_wrong_propensity():
         found[ref] = float((c[1] - c[0]).detach())
     assert found["aipw"] == pytest.approx(2.0, rel=0.10)
     assert abs(found["ipw"] - 2.0) > 0.5 * abs(naive - 2.0)  # pulled most of the way to the confounded value
+
+
+def test_a_zero_weight_still_logs_l_causal_without_a_gradient():
+    """λ_causal = 0: the trainer still weights its rows and compute_parts still returns L_causal
+    (for the seed's L_causal curve) with the value the term has at λ > 0, but no gradient, and
+    L_total leaves it out."""
+    from csna.bench.throughput import table
+    from csna.config import Config
+    from csna.model import CSNAModel
+    from csna.train import Trainer
+
+    torch.set_default_dtype(torch.float32)
+    train, val = table(300, 5, 0, torch.device("cpu"))
+    cfg = Config()
+    cfg.train.progress = False
+    for n in (1, 2, 3, 4):
+        cfg.phase(n).lambda_causal = 0.0
+    tr = Trainer(CSNAModel(train.x.shape[1], 2, 0, cfg.model), cfg, train, val)
+    batch = tr.source.split.rows(torch.arange(64))
+    assert batch.w is not None
+    out = tr.model(batch.x, depth=1)
+    off = L.compute_parts(tr.model, out, batch, 1, {"causal": 0.0}, 0, 1)
+    on = L.compute_parts(tr.model, out, batch, 1, {"causal": 0.5}, 0, 1)
+    assert not off["causal"].requires_grad and on["causal"].requires_grad
+    assert float(off["causal"]) == pytest.approx(float(on["causal"].detach()), rel=1e-6) and float(on["causal"].detach()) > 0
+    total, _ = L.total_loss(off, {"causal": 0.0})
+    assert float(total.detach()) == pytest.approx(float(off["task"].detach()), rel=1e-6)

@@ -395,13 +395,16 @@ def compute_parts(model: CSNAModel, out, batch: Split, phase_n: int, lambdas: di
         per = task_loss(out.pred, batch.y, batch.t, kind, reduction="none")  # (B,)
         parts = {"task": (per * arm_weight[batch.t]).mean() * s}
     on = lambda name: name in ph.losses and lambdas.get(name, 0.0) > 0  # noqa: E731
-    if on("causal"):
+    if on("causal") or ("causal" in ph.losses and gb.w is not None):
+        # With λ_causal = 0 the term is still computed, without a gradient, for the logs (the
+        # seed's L_causal curve); total_loss leaves a zero-weight part out.
         sigma2 = model.sigma2 if kind == "continuous" else None
         if gb.w is None:
             raise ValueError("L_causal needs the training rows' inverse-propensity weights (Split.w); "
                              "Trainer sets them")
-        parts["causal"] = causal_kl(ctx.gather(out.pred), gb.t, kind, gb.y, gb.w, sigma2,
-                                    reference=causal_reference)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and on("causal")):
+            parts["causal"] = causal_kl(ctx.gather(out.pred), gb.t, kind, gb.y, gb.w, sigma2,
+                                        reference=causal_reference)
     if on("geometric") and out.h is not None and out.adjacency is not None:
         parts["geometric"] = laplacian_smoothness(out.h, out.adjacency) * s
     if model.structure is not None and on("structure"):

@@ -52,9 +52,9 @@ def phase_seed(seed: int, n: int) -> int:
 
 
 def uses_causal(cfg: Config) -> bool:
-    """Whether any phase trains with L_causal (and so needs inverse-propensity weights)."""
-    p4 = cfg.phase4.finetune_backbone and cfg.phase4.lambda_causal > 0
-    return p4 or any(cfg.phase(n).lambda_causal > 0 for n in (1, 2, 3))
+    """Whether any phase computes L_causal (and so needs inverse-propensity weights): phases 1–3
+    always do, for the logs when λ_causal is 0 (``losses.compute_parts``)."""
+    return any("causal" in get_phase(n).losses for n in (1, 2, 3))
 
 
 def set_theta_learnable(model: CSNAModel, flag: bool) -> None:
