@@ -121,7 +121,8 @@ def test_ablation_configs_load_and_switch_off_their_part():
     assert [cfgs["phase1-only"].phase(n).epochs for n in (2, 3, 4)] == [0, 0, 0]
     assert cfgs["no-lattice"].model.use_lattice is False
     assert cfgs["sequence-rope"].model.positional == "sequence" and cfgs["no-rope"].model.positional == "none"
-    assert all(cfgs["lambda1-0"].phase(n).lambda_causal == 0 for n in (1, 2, 3, 4))
+    assert all(cfgs["lambda1-0.5"].phase(n).lambda_causal == 0.5 for n in (1, 2, 3, 4))
+    assert all(base.phase(n).lambda_causal == 0 for n in (1, 2, 3, 4))
     assert all(getattr(cfgs["no-reg"].phase(n), k) == 0 for n in (3, 4)
                for k in ("lambda_dc", "lambda_dis", "lambda_stable"))
     assert cfgs["gates-off"].phase4.epochs == 0 and cfgs["gates-off"].phase3.epochs == base.phase3.epochs

@@ -23,7 +23,7 @@ from ..config import Config, ConfigError, ablation_dir, load_config, parse_overr
 from ..data import CausalData, ihdp, synthetic
 from ..perf import tune_malloc
 
-ABLATIONS = ("single", "phase1-only", "no-lattice", "sequence-rope", "no-rope", "lambda1-0", "no-reg", "gates-off",
+ABLATIONS = ("single", "phase1-only", "no-lattice", "sequence-rope", "no-rope", "lambda1-0.5", "no-reg", "gates-off",
              "z-norm")
 ABLATION_DIR = ablation_dir()  # packaged with csna, so `pip install .` has them
 
