@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 VARIANTS = {
-    "default": [],  # λ_Dis 0 since Session 8
+    "default": [],  # λ_Dis 0 since Session 8, λ_causal 0 since Session 13
     "dis": ["phase3.lambda_dis=0.5", "phase4.lambda_dis=0.5"],  # the seed's MMD balancing, as before
-    "no-causal": [f"phase{n}.lambda_causal=0" for n in (1, 2, 3, 4)],
+    "causal": [f"phase{n}.lambda_causal=0.5" for n in (1, 2, 3, 4)],  # L_causal on, as before Session 13
     "dis-no-causal": ["phase3.lambda_dis=0.5", "phase4.lambda_dis=0.5"]
     + [f"phase{n}.lambda_causal=0" for n in (1, 2, 3, 4)],
 }
