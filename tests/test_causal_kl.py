@@ -30,14 +30,19 @@ def _gauss_kl(m1, v1, m2, v2):
     return 0.5 * (np.log(v2 / v1) + (v1 + (m1 - m2) ** 2) / v2 - 1.0)
 
 
-def test_continuous_reference_is_the_weighted_moments_of_the_arm():
-    g = torch.Generator().manual_seed(0)
+def _batch(seed: int):
+    """A batch of 40 rows, a third treated, with random predictions, outcomes and weights."""
+    g = torch.Generator().manual_seed(seed)
     B = 40
     pred = torch.randn(B, 2, generator=g)
     t = (torch.arange(B) % 3 == 0).long()
     y = torch.randn(B, generator=g)
     w = torch.rand(B, generator=g) * 3 + 0.1
-    sigma2 = torch.tensor([0.7, 1.3])
+    return g, B, pred, t, y, w, torch.tensor([0.7, 1.3])
+
+
+def test_continuous_reference_is_the_weighted_moments_of_the_arm():
+    g, B, pred, t, y, w, sigma2 = _batch(0)
     kls = []
     for arm in (0, 1):  # a slow obvious reference, one unit at a time
         idx = [b for b in range(B) if int(t[b]) == arm]
@@ -133,13 +138,7 @@ def test_minimising_the_new_term_recovers_the_effect_the_old_one_cannot_see():
 def test_aipw_reference_is_the_models_moments_plus_the_weighted_residuals():
     """The doubly robust reference against a slow obvious one, unit by unit (continuous and
     classification)."""
-    g = torch.Generator().manual_seed(3)
-    B = 40
-    pred = torch.randn(B, 2, generator=g)
-    t = (torch.arange(B) % 3 == 0).long()
-    y = torch.randn(B, generator=g)
-    w = torch.rand(B, generator=g) * 3 + 0.1
-    sigma2 = torch.tensor([0.7, 1.3])
+    g, B, pred, t, y, w, sigma2 = _batch(3)
     kls = []
     for arm in (0, 1):
         mu = pred[:, arm].numpy()
