@@ -374,7 +374,7 @@ def compute_parts(model: CSNAModel, out, batch: Split, phase_n: int, lambdas: di
                   step: int, stable_every: int, ctx: DistContext | None = None,
                   global_batch: Split | None = None, local: torch.Tensor | None = None,
                   metric: str = "mmd", arm_weight: torch.Tensor | None = None,
-                  causal_reference: str = "ipw") -> dict[str, torch.Tensor]:
+                  causal_reference: str = "aipw") -> dict[str, torch.Tensor]:
     """Every part of L_total that this phase switches on and whose λ is non-zero.
 
     ``arm_weight`` (K,): weights of the factual loss by received treatment (``train.balance_arms``);
