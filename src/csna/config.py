@@ -72,6 +72,16 @@ class ModelConfig:
     # variables only: "graph" feeds the outcome pathway only the columns of the optimal adjustment
     # set that phase 2's DAG implies (csna.nn.structure.adjustment_set); "all" feeds every column
     adjust: str = "all"
+    # Latent nodes only: the encoder also reads the log-odds of the model's own propensity head
+    # (detached), as BCF's prognostic function reads π̂(x) (Hahn et al. 2020): under targeted
+    # selection the direction of x that predicts treatment is the one a regularised outcome fit
+    # underfits, which leaves part of the confounded association in τ̂.
+    propensity_feature: bool = False
+    # Weight of a cross-entropy that a linear propensity head on the pooled representation adds
+    # to the training loss (DragonNet, Shi et al. 2019): the representation must keep what
+    # predicts treatment, the confounders among it. 0 = no such head. Its output is never used
+    # as ê (the propensity head on the covariates is).
+    propensity_rep: float = 0.0
 
 
 @dataclass
@@ -197,6 +207,10 @@ class TrainConfig:
     # Weigh the factual loss by 1 / (K·share of the received treatment), so a small arm (19%
     # treated on IHDP) counts as much as a large one, as TARNet and CFR do.
     balance_arms: bool = False
+    # Weight of L_effect, the batch variance of τ̂(x) (csna.losses.effect_variance), in phases 1–3:
+    # the prior that the effect is simpler than the outcome, so a counterfactual prediction far
+    # from its arm's data follows the other arm's trend. 0 = off.
+    effect_smoothing: float = 0.0
     # Members of an ensemble: the run trains this many models (seeds seed, seed+1, …; the
     # members after the first in run_dir/members/<j>/) and predicts with their mean, at M
     # times the training and prediction cost. On IHDP tuning replications 1000-1019, three

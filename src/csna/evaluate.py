@@ -301,10 +301,10 @@ def stability_metrics(run: Run, x_out: np.ndarray, z: np.ndarray) -> dict[str, A
     rng = np.random.default_rng(seed)
     noisy = x_out + (Z_NOISE * x_out.std(axis=0)) * rng.standard_normal(x_out.shape)  # (n, p)
     with torch.no_grad():
-        z_noisy = torch.cat([model.encoder(xb).double().cpu() for xb in _chunks(noisy, dev)]).numpy()
+        z_noisy = torch.cat([model.encode(xb).double().cpu() for xb in _chunks(noisy, dev)]).numpy()
     n = len(x_out)
     xj = torch.from_numpy(np.ascontiguousarray(x_out[:JACOBIAN_ROWS], dtype=np.float32)).to(dev)
-    j_mean, j_max = M.jacobian_spectral_norm(model.encoder, xj, iters=20, seed=seed)
+    j_mean, j_max = M.jacobian_spectral_norm(model.encode, xj, iters=20, seed=seed)
     return {"z_stability": M.z_stability(z.reshape(n, -1), z_noisy.reshape(n, -1)),
             "jacobian_spectral_norm": j_mean, "jacobian_spectral_norm_max": j_max}
 

@@ -49,8 +49,8 @@ __all__ = [
 ]
 
 OUTCOME_TYPES = ("continuous", "binary", "multiclass")
-PART_KEYS = ("task", "causal", "geometric", "dc", "dis", "stable", "structure", "sparse")
-LAMBDA_KEYS = ("causal", "geometric", "dc", "dis", "stable", "structure", "sparse")
+PART_KEYS = ("task", "causal", "geometric", "dc", "dis", "stable", "structure", "sparse", "effect")
+LAMBDA_KEYS = ("causal", "geometric", "dc", "dis", "stable", "structure", "sparse", "effect")
 
 CAUSAL_REFERENCES = ("ipw", "aipw")  # L_causal's reference distribution (``causal_kl``)
 
@@ -100,6 +100,24 @@ def task_loss(
     if outcome_type == "continuous":
         return F.mse_loss(f, y.to(f.dtype), reduction=reduction)
     return F.cross_entropy(f, y.long(), reduction=reduction)
+
+
+def effect_variance(pred: Tensor, outcome_type: str) -> Tensor:
+    """L_effect: the batch variance of the model's individual effects, mean over arms k ≥ 1
+    (``train.effect_smoothing``): τ̂_k(x) = μ̂_k(x) − μ̂_0(x) in standardised units, or the
+    difference of every class's log-probability for a classification outcome.
+
+    The prior that the effect is simpler than the outcome (Curth & van der Schaar 2021), as a
+    penalty: where a unit's arm has data its factual prediction resists, and where it has none
+    (the counterfactual arm of a unit deep in one arm's region) the prediction follows the other
+    arm's trend instead of shrinking towards its own arm's mean.
+
+    Args: pred ``(B, K)`` means or ``(B, K, C)`` logits. Returns a scalar.
+    """
+    if outcome_type != "continuous":
+        pred = torch.log_softmax(pred, dim=-1)  # (B, K, C)
+    tau = pred[:, 1:] - pred[:, :1]  # (B, K − 1) or (B, K − 1, C)
+    return tau.var(dim=0, unbiased=False).mean()
 
 
 def gaussian_kl(m1: Tensor, v1: Tensor, m2: Tensor, v2: Tensor) -> Tensor:
@@ -366,7 +384,7 @@ def total_loss(
     l_reg = term("dc") + term("dis") + term("stable")
     task = parts.get("task", zero)
     # The structure score and its L1 learn the graph among variable nodes (model.nodes = variables).
-    l_total = task + term("causal") + term("geometric") + term("structure") + term("sparse") + l_reg
+    l_total = task + term("causal") + term("geometric") + term("structure") + term("sparse") + term("effect") + l_reg
     return l_total, l_reg
 
 
@@ -405,6 +423,8 @@ def compute_parts(model: CSNAModel, out, batch: Split, phase_n: int, lambdas: di
         with torch.set_grad_enabled(torch.is_grad_enabled() and on("causal")):
             parts["causal"] = causal_kl(ctx.gather(out.pred), gb.t, kind, gb.y, gb.w, sigma2,
                                         reference=causal_reference)
+    if on("effect"):  # a batch statistic: on the gathered global batch
+        parts["effect"] = effect_variance(ctx.gather(out.pred), kind)
     if on("geometric") and out.h is not None and out.adjacency is not None:
         parts["geometric"] = laplacian_smoothness(out.h, out.adjacency) * s
     if model.structure is not None and on("structure"):
@@ -425,6 +445,6 @@ def compute_parts(model: CSNAModel, out, batch: Split, phase_n: int, lambdas: di
         proj = None
         if ctx.enabled:  # the projection belongs to the sample: drawn for the global batch
             proj = torch.randn(1, len(gb), n_out, device=batch.x.device)[:, local]
-        parts["stable"] = (jacobian_penalty(model.encoder, batch.x, projections=proj)
+        parts["stable"] = (jacobian_penalty(model.encode, batch.x, projections=proj)
                            * (max(1, stable_every) / n_out) * s)
     return parts

@@ -44,6 +44,7 @@ class Outputs:
     u: torch.Tensor | None = None  # (B, n) utilities of the gateable blocks that were reached
     gates: torch.Tensor | None = None  # (B, n) 1 = block ran for that sample
     value: torch.Tensor | None = None  # (B,) the critic's V(z), with ``with_value=True``
+    rep_prop_logits: torch.Tensor | None = None  # (B, K) with model.propensity_rep > 0
 
 
 class CSNAModel(nn.Module):
@@ -77,7 +78,9 @@ class CSNAModel(nn.Module):
         else:
             self.k = cfg.k
             self.node_names = [f"z{i}" for i in range(cfg.k)]
-            self.encoder = CausalEncoder(p, cfg.k, cfg.d, cfg.hidden, cfg.encoder_layers, cfg.dropout, cfg.z_norm)
+            extra = n_treatments - 1 if cfg.propensity_feature else 0
+            self.encoder = CausalEncoder(p + extra, cfg.k, cfg.d, cfg.hidden, cfg.encoder_layers, cfg.dropout,
+                                         cfg.z_norm)
         n_lat = cfg.lattice_layers if cfg.use_lattice else 0
         graph_scale, forbidden = 1.0, None
         if self.structure is not None:
@@ -95,6 +98,8 @@ class CSNAModel(nn.Module):
             "outcome": OutcomeHeads(cfg.d, n_treatments, n_classes, cfg.head_hidden, cfg.dropout),
             "propensity": PropensityHead(p, n_treatments, cfg.head_hidden),
         })
+        if cfg.propensity_rep > 0:
+            self.heads["rep_propensity"] = nn.Linear(cfg.d, n_treatments)
         self.n_blocks = n_lat + cfg.attention_blocks
         self.utility = MetaUtility(cfg.d, max(self.n_blocks, 1), cfg.utility_hidden)
         # Outcome scaling (fitted on the training split) so predictions come out in outcome units.
@@ -181,12 +186,32 @@ class CSNAModel(nn.Module):
             self.adjust_cols.copy_(keep[self.encoder.col_node])
         return nodes
 
+    def propensity_loss(self, out: Outputs, t: torch.Tensor) -> torch.Tensor:
+        """The cross-entropy of ê(x)'s head, plus ``model.propensity_rep`` times that of the head
+        on the pooled representation where there is one (DragonNet's). t (B,) int64."""
+        loss = nn.functional.cross_entropy(out.prop_logits, t)
+        if out.rep_prop_logits is not None:
+            loss = loss + self.cfg.propensity_rep * nn.functional.cross_entropy(out.rep_prop_logits, t)
+        return loss
+
     def structure_loss(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(score, A): the structure score's mean squared error of every column given its parents,
         and the graph it was computed on. Args: x (B, p); t (B,); y (B,) standardised."""
         a = self.lattice.adjacency()  # (k, k)
         values = torch.cat([x, t.unsqueeze(1).to(x.dtype), y.unsqueeze(1).to(x.dtype)], dim=1)  # (B, p + 2)
         return self.structure(values, a), a
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's nodes z (B, k, d) of the features x (B, p), as the forward reads them:
+        with variable nodes and an adjustment set, a column outside it reads 0 (its training
+        mean, standardised, or no category); with ``propensity_feature`` the encoder also reads
+        the propensity head's detached log-odds of every arm against arm 0."""
+        if self.structure is not None:
+            return self.encoder(x * self.adjust_cols)
+        if self.cfg.propensity_feature:
+            logits = self.heads["propensity"](x).detach()  # (B, K)
+            x = torch.cat([x, logits[:, 1:] - logits[:, :1]], dim=1)  # (B, p + K − 1)
+        return self.encoder(x)
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor, depth: int | None = None, gate_mode: str = "off",
@@ -216,8 +241,7 @@ class CSNAModel(nn.Module):
             raise ValueError(f"gate_mode must be one of {GATE_MODES}, got {gate_mode!r}")
         depth = int(self.depth) if depth is None else depth
         if z is None:
-            # Outside the adjustment set a column reads 0: its training mean (standardised) or no category.
-            z = self.encoder(x * self.adjust_cols if self.structure is not None else x)  # (B, k, d)
+            z = self.encode(x)  # (B, k, d)
         state, h, r, a = z, None, None, None
         us: list[torch.Tensor] = []
         gs: list[torch.Tensor] = []
@@ -261,7 +285,8 @@ class CSNAModel(nn.Module):
         u_all = torch.stack(us, dim=1) if us else None  # (B, n)
         g_all = torch.stack(gs, dim=1) if gs else None  # (B, n)
         value = self.utility.value(z.detach()) if with_value else None  # (B,)
-        return Outputs(pred, prop, rep, z, h, r, a, u_all, g_all, value)
+        rep_prop = self.heads["rep_propensity"](rep) if "rep_propensity" in self.heads else None  # (B, K)
+        return Outputs(pred, prop, rep, z, h, r, a, u_all, g_all, value, rep_prop)
 
     def block_fns(self, depth: int) -> tuple[torch.Tensor | None, list, list]:
         """(A, lattice blocks, attention blocks) up to ``depth``: each block a function of the

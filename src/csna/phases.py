@@ -29,11 +29,11 @@ STRUCTURE_LOSSES = ("structure", "sparse", "dc")
 
 PHASES: dict[int, Phase] = {
     1: Phase(1, "causal encoder pre-training", ("encoder", "heads"), 1,
-             ("task", "causal", "dis"), "causal_encoder.pt"),
+             ("task", "causal", "dis", "effect"), "causal_encoder.pt"),
     2: Phase(2, "lattice (GNN) training", ("encoder", "lattice", "heads"), 2,
-             ("task", "causal", "geometric", "dis") + STRUCTURE_LOSSES, "lattice_encoder.pt"),
+             ("task", "causal", "geometric", "dis", "effect") + STRUCTURE_LOSSES, "lattice_encoder.pt"),
     3: Phase(3, "causal attention integration", ("encoder", "lattice", "attention", "heads"), 3,
-             ALL_LOSSES, "attention_model.pt"),
+             ALL_LOSSES + ("effect",), "attention_model.pt"),
     4: Phase(4, "meta utility reinforcement learning", ("utility",), 3,
              ALL_LOSSES, "meta_controller.pt"),
 }

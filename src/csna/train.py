@@ -313,6 +313,7 @@ class Trainer:
                 batch, local = self.local_rows(batch_g)
                 lam = {k: getattr(pc, f"lambda_{k}") * lambda_factor(step, warm, pc.lambda_schedule)
                        for k in ("causal", "geometric", "dc", "dis", "stable")}
+                lam["effect"] = cfg.train.effect_smoothing
                 if learns_graph:
                     lam.update(structure=pc.lambda_structure, sparse=pc.lambda_sparse,
                                dc=dag_weight(step / max(total, 1), pc.dag_start, pc.dag_end))
@@ -326,8 +327,7 @@ class Trainer:
                                             self.ctx, batch_g, local, self.cfg.train.discrepancy,
                                             self.arm_weight, self.cfg.train.causal_reference)
                     total_loss, reg = L.total_loss(parts, lam)
-                    prop_loss = (nn.functional.cross_entropy(out.prop_logits, batch.t)
-                                 * self.ctx.scale(len(batch), len(batch_g)))
+                    prop_loss = model.propensity_loss(out, batch.t) * self.ctx.scale(len(batch), len(batch_g))
                 ok = bool(torch.isfinite(total_loss))
                 gnorm = torch.tensor(float("nan"))
                 if ok:
@@ -410,7 +410,7 @@ class Trainer:
     @torch.no_grad()
     def _z_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.model.eval()
-        z = self.model.encoder(x).flatten(1)  # (n, k·d)
+        z = self.model.encode(x).flatten(1)  # (n, k·d)
         self.model.train()
         return z.mean(0), torch.cov(z.t())
 
@@ -434,7 +434,7 @@ class Trainer:
     def encode(self, sp: Split) -> torch.Tensor:
         """The encoder's output z (n, k, d) over ``sp`` in evaluation mode, in eval_pass's chunks."""
         self.model.eval()
-        return torch.cat([self.model.encoder(sp.x[i:i + EVAL_BATCH]) for i in range(0, len(sp), EVAL_BATCH)])
+        return torch.cat([self.model.encode(sp.x[i:i + EVAL_BATCH]) for i in range(0, len(sp), EVAL_BATCH)])
 
     @torch.no_grad()
     def validation_loss(self, depth: int, split: Split | None = None) -> float:
