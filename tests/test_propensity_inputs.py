@@ -84,3 +84,15 @@ def test_the_representation_heads_loss_trains_the_representation_and_not_the_cov
     # Only through the shared gradient-norm clip (train.grad_clip) does the extra loss reach ê's head.
     assert gap("heads.propensity.") < 0.05 * gap("encoder.")
     assert "heads.rep_propensity.weight" in b and "heads.rep_propensity.weight" not in a
+
+
+@pytest.mark.parametrize("sets, where", [
+    (["model.propensity_feature=true", "model.nodes=variables", "phase2.skeleton=none"], "model.propensity_feature"),
+    (["model.propensity_rep=-1"], "model.propensity_rep"),
+    (["train.effect_smoothing=-0.1"], "train.effect_smoothing"),
+])
+def test_settings_the_options_cannot_honour_are_refused_by_name(sets, where):
+    from csna.config import ConfigError
+
+    with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+        load_config(None, sets)

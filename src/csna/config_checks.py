@@ -63,12 +63,16 @@ def validate(cfg: Any) -> None:
     at_least = [(f"phase2.{k}", 0) for k in ("lambda_structure", "lambda_sparse", "dag_start", "dag_end",
                                                "edge_threshold")]
     at_least += [("phase4.eta", 0), ("phase4.ate_tolerance", 0), ("phase4.cate_tolerance", 0),
-                 ("phase4.cf_weight", 0), ("train.batch_size", 2), ("train.ensemble_workers", 0), ("train.ensemble", 1)]
+                 ("phase4.cf_weight", 0), ("train.batch_size", 2), ("train.ensemble_workers", 0), ("train.ensemble", 1),
+                 ("model.propensity_rep", 0), ("train.effect_smoothing", 0)]
     for key, low in at_least:
         sec, name = key.split(".")
         val = getattr(getattr(cfg, sec), name)
         if val < low:
             raise ConfigError(f"config key '{key}' must be >= {low}, got {val}")
+    if cfg.model.propensity_feature and cfg.model.nodes != "latent":
+        raise ConfigError("model.propensity_feature needs model.nodes = latent (variable nodes embed each column "
+                          "on its own; the log-odds has no variable)")
     if not 0.0 <= cfg.phase3.block_drop < 1.0:
         raise ConfigError(f"config key 'phase3.block_drop' must be in [0, 1), got {cfg.phase3.block_drop}")
     if cfg.train.grad_clip <= 0:
