@@ -60,6 +60,8 @@ def test_a_saved_ensemble_loads_and_scores_the_same(pair, tmp_path):
     saved = json.loads((rd / "members" / "1" / "splits.json").read_text())
     np.testing.assert_array_equal(saved["val"], run.members[0].splits["val"])  # the member's own split
     np.testing.assert_array_equal(predict_features(back, x)["mu"], predict_features(run, x)["mu"])
+    # history.json keeps each member's steps and epochs per phase (csna.fit_flops reads them)
+    assert [m.phase_counts for m in back.all_members()] == [m.phase_counts for m in run.all_members()]
     # the estimator API writes and reads the same layout
     est = CSNAEstimator.load(rd)
     again = CSNAEstimator.load(est.save(tmp_path / "copy"))
@@ -74,6 +76,9 @@ def test_members_trained_in_worker_processes_match_one_after_another(pair, tmp_p
     par = train_run(load_config(None, TINY + ["train.ensemble=2", "train.ensemble_workers=2"]), run_dir=rd2)
     same(predict_features(par, x)["mu"], predict_features(run, x)["mu"])
     assert par.members[0].run_dir == (rd2 / "members" / "1" if with_dir else None)
+    # a worker's member reports the steps it took, as one trained here does (csna.fit_flops)
+    assert [m.phase_counts for m in par.all_members()] == [m.phase_counts for m in run.all_members()]
+    assert par.members[0].phase_counts[1][0] > 0
     # a member trained without a directory still saves (from the checkpoint kept in memory)
     est = CSNAEstimator(config=par.cfg)
     est._set_run(par)

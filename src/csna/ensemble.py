@@ -134,11 +134,13 @@ def ensemble_workers(cfg: Config) -> int:
 
 
 def _member_job(cfg: Config, data: CausalData, run_dir: str, splits: dict[str, np.ndarray], resume: bool,
-                prep: Prepared) -> float:
-    """Train one ensemble member in a worker process into ``run_dir``; its fit seconds."""
+                prep: Prepared) -> tuple[float, dict[int, tuple[int, int]]]:
+    """Train one ensemble member in a worker process into ``run_dir``; its fit seconds and
+    phase counts."""
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
-        return float(train_member(cfg, data, run_dir, False, splits, resume=resume, prep=prep).fit_seconds)
+        member = train_member(cfg, data, run_dir, False, splits, resume=resume, prep=prep)
+        return float(member.fit_seconds), member.phase_counts
     except Exception:
         raise
     except BaseException as exc:  # SIGINT / SIGTERM: a pool worker dies on these and its task never returns
@@ -175,9 +177,9 @@ class _MemberPool:
     def collect(self) -> list[Run]:
         out = []
         for _, md, temporary, job in self.jobs:
-            fit = job.get()  # a worker's exception is raised here
+            fit, counts = job.get()  # a worker's exception is raised here
             member = load_run(md, device=self.cfg.train.device)
-            member.fit_seconds = fit
+            member.fit_seconds, member.phase_counts = fit, counts
             if temporary:  # keep what saving needs in memory; the directory goes
                 last = max(member.phases_trained)
                 member.checkpoint = ckpt.load(md / PHASES[last].checkpoint)
@@ -314,7 +316,8 @@ def train_member(cfg: Config, data: CausalData | None = None, run_dir: str | Pat
     model.eval()
     trained = tuple(n for n in PHASES
                     if n in trainer.results or (rd is not None and (rd / PHASES[n].checkpoint).is_file()))
-    run = Run(cfg, model, prep, splits, data, rd, trainer, trained, fit_seconds=fit_seconds, imputed=imputed)
+    run = Run(cfg, model, prep, splits, data, rd, trainer, trained, fit_seconds=fit_seconds, imputed=imputed,
+              phase_counts={n: (r.steps, r.epochs) for n, r in trainer.results.items()})
     if rd is not None and ctx.is_main:
         write_history(rd, trainer.results, imputed, fit_seconds)
     return run

@@ -115,6 +115,9 @@ class Run:
     # Seconds in ``Trainer.fit`` (an ensemble: summed over its members); None for a run loaded
     # from disk, whose history.json holds the time instead.
     fit_seconds: float | None = None
+    # {phase: (steps, epochs)} as training ran them (history.json's "steps" and "phases"): what
+    # csna.fit_flops multiplies one step's FLOPs by.
+    phase_counts: dict[int, tuple[int, int]] = field(default_factory=dict)
     # NaN/Inf values filled with training medians, per covariate column (data.impute).
     imputed: dict[str, int] = field(default_factory=dict)
     # The ensemble's effect shrinkage (csna.shrink; effect_scale.json), applied by
@@ -148,10 +151,11 @@ def write_setup(rd: Path, cfg: Config, prep: Prepared, splits: dict[str, np.ndar
 
 
 def write_history(rd: Path, results: dict[int, PhaseResult], imputed: dict[str, int], fit_seconds: float) -> None:
-    """history.json: every phase's epoch records, the batches it skipped, the imputed values
-    and the seconds training took."""
+    """history.json: every phase's epoch records and steps, the batches it skipped, the imputed
+    values and the seconds training took."""
     history = {str(k): v.history for k, v in sorted(results.items())}
     (rd / HISTORY_FILE).write_text(json.dumps({"phases": history, "imputed": imputed,
+                                               "steps": {str(k): v.steps for k, v in sorted(results.items())},
                                                "skipped_batches": {str(k): v.skipped for k, v in
                                                                    sorted(results.items())},
                                                "time_fit_s": fit_seconds}, indent=2))
@@ -225,6 +229,12 @@ def check_compatible(run: Run, data: CausalData, where: str) -> None:
                             "pass --data to evaluate on other data")
 
 
+def history_counts(history: dict[str, Any]) -> dict[int, tuple[int, int]]:
+    """{phase: (steps, epochs)} from history.json; empty for one written before steps were kept."""
+    steps, phases = history.get("steps") or {}, history.get("phases") or {}
+    return {int(k): (int(v), len(phases.get(k, []))) for k, v in steps.items()}
+
+
 def load_run(run_dir: str | Path, device: str = "auto") -> Run:
     """Rebuild a trained model from a run directory: the last phase checkpoint present."""
     rd = Path(run_dir)
@@ -251,6 +261,8 @@ def load_run(run_dir: str | Path, device: str = "auto") -> Run:
     if (rd / SPLITS_FILE).is_file():
         splits = {k: np.asarray(v, dtype=np.int64) for k, v in json.loads((rd / SPLITS_FILE).read_text()).items()}
     run = Run(cfg, model, prep, splits, None, rd, None, tuple(found))
+    if (rd / HISTORY_FILE).is_file():
+        run.phase_counts = history_counts(json.loads((rd / HISTORY_FILE).read_text()))
     if (rd / EFFECT_SCALE_FILE).is_file():
         run.effect_scale = json.loads((rd / EFFECT_SCALE_FILE).read_text())
     for j in range(1, cfg.train.ensemble):

@@ -124,6 +124,7 @@ def tasks_for(spec: BenchSpec, splits: dict[int, dict[str, list[int]]]) -> list[
 def _fit_csna(task: Task, data: CausalData, splits: dict[str, np.ndarray]) -> tuple[dict[str, float], np.ndarray]:
     from ..ensemble import train_run
     from ..evaluate import core_metrics, split_indices_of
+    from ..fit_flops import fit_flops
 
     name = task.estimator
     path = ablation_path(name[len("csna-"):]) if name.startswith("csna-") else None
@@ -136,6 +137,7 @@ def _fit_csna(task: Task, data: CausalData, splits: dict[str, np.ndarray]) -> tu
         keys.append("auc_out")
         m["auc_out"] = m.get("auc_out", float("nan"))
     row = {k: float(m[k]) for k in keys}
+    row["flops_fit"] = fit_flops(run, data)  # counted after the fit, as the neural peers' are
     test = split_indices_of(run, data)["test"]
     row.update(interval_columns(run, data, test))
     return row, test
