@@ -114,4 +114,7 @@ def test_the_report_says_what_the_effect_shrinkage_did():
     assert "arm 2" in moved and "from the plug-in 1 to the R-loss level 0.4 ± 0.2" in moved and "λ = 0" in moved
     old = shrink_note({"method": "rloss", "centre": [1.5], "scale": [1.0], "rows": [10]})  # Session 9's file
     assert len(old) == 1 and "level kept" in old[0]
-    assert "none" in shrink_note(None)[0]
+    assert "none" in shrink_note(None)[0] and "m̂" not in old[0]
+    direct, arms = shrink_note({"method": "rloss", "centre": [1.0, 1.0], "scale": [1.0, 1.0], "rows": [50, 50],
+                                "outcome": ["direct", "ensemble"]})
+    assert "LightGBM regression of y on x" in direct and "members' held-out arms" in arms

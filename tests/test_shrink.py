@@ -3,14 +3,16 @@ behaviour on effects that are pure noise, right, or confounded, the level test's
 rate, the shrunk predictions' invariants, and a trained run that writes, reloads and applies
 them."""
 
+import importlib.util
 import json
 
 import numpy as np
 import pytest
 from scipy.optimize import minimize, minimize_scalar
 
-from csna.shrink import (EFFECT_SCALE_FILE, TEST_Z, apply_effect_scale, rloss_level, rloss_scale, scale_stderr,
-                         shrink_rule)
+from csna.boosting import crossfit_outcome
+from csna.shrink import (EFFECT_SCALE_FILE, TEST_Z, apply_effect_scale, outcome_arms, rloss_level, rloss_scale,
+                         scale_stderr, shrink_rule)
 from test_dr import TINY_FIT  # two members, a few epochs
 
 
@@ -232,3 +234,57 @@ def test_a_trained_model_on_a_strongly_confounded_scm_gets_the_att_from_the_leve
     assert es["level"][0] != es["centre"][0]  # the level moved
     scale_only = CSNAEstimator(**TINY_FIT, train__effect_shrink="scale").fit(y, t, X=x)
     assert abs(float(scale_only.effect(x[t == 1]).mean()) - 2.0) > abs(att - 2.0)
+
+
+def test_with_the_direct_outcome_model_the_arms_errors_no_longer_move_the_level():
+    # Session 14: the counterfactual arms of a confounded fit are off by a common error (μ̂0 on
+    # the treated too low, μ̂1 on the controls too high), which m̂ = ê μ̂1 + (1 − ê) μ̂0 carries
+    # into the R-loss level. With m̂ from y directly, the arms enter only through τ̂ = μ̂1 − μ̂0,
+    # so an error common to both arms leaves the level and λ exactly where they were.
+    rng = np.random.default_rng(3)
+    x, t, y, e, mu0, tau = confounded(2000, rng, lambda x: 1 + 0.5 * x[:, 1])
+    m_direct = mu0 + e * tau + rng.normal(scale=0.2, size=len(t))  # a good regression of y on x
+    shift = -1.5 * (x[:, 0] > 0.3)  # (n,) common to both arms, where the treated are many
+    c = float(tau.mean())
+    e = 0.5 + 0.6 * (e - 0.5)  # an under-confident ê, as a regularised one is: orthogonality no longer saves m̂
+    rules = {}
+    for name, s in (("right", 0.0), ("shifted", shift)):
+        for choice in ("direct", "ensemble"):
+            a0, a1, used, _ = outcome_arms(y, mu0 + s, mu0 + tau + s, e, m_direct, choice)
+            assert used == choice
+            np.testing.assert_allclose(a1 - a0, tau, atol=1e-12)  # τ̂ is untouched
+            rules[name, choice] = shrink_rule(y, t, a0, a1, e, c)
+    assert rules["shifted", "direct"]["level"] == pytest.approx(rules["right", "direct"]["level"], abs=1e-9)
+    assert rules["shifted", "direct"]["scale"] == pytest.approx(rules["right", "direct"]["scale"], abs=1e-9)
+    a_r, _, se = rloss_level(y, t, mu0, mu0 + tau, e, c)
+    a_s, _, _ = rloss_level(y, t, mu0 + shift, mu0 + tau + shift, e, c)
+    assert abs(a_s - a_r) > 2 * se  # the ensemble's m̂ lets the arms' error move it
+
+
+def test_select_takes_the_outcome_model_with_the_lower_held_out_error():
+    rng = np.random.default_rng(4)
+    x, t, y, e, mu0, tau = confounded(500, rng, lambda x: np.full(len(x), 2.0))
+    m = mu0 + e * tau
+    good, bad = m + rng.normal(scale=0.1, size=len(t)), m + rng.normal(scale=2.0, size=len(t))
+    args = (y, mu0 - 1.0, mu0 + tau - 1.0, e)  # arms off by 1: squared error 1 + the noise's 1
+    _, _, used, mse = outcome_arms(*args, good, "select")
+    assert used == "direct" and mse["mse_direct"] < mse["mse_ensemble"]
+    _, _, used, mse = outcome_arms(*args, bad, "select")
+    assert used == "ensemble" and mse["mse_direct"] > mse["mse_ensemble"]
+    a0, a1, used, mse = outcome_arms(*args, good, "ensemble")
+    assert used == "ensemble" and a0 is args[1] and "mse_direct" not in mse
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lightgbm") is None, reason="needs lightgbm")
+def test_the_direct_outcome_model_is_out_of_fold():
+    # Row i is predicted by a model that never saw it: changing y_i alone leaves its prediction.
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 3))
+    y = x[:, 0] + np.sin(2 * x[:, 1]) + rng.normal(scale=0.3, size=300)
+    before = crossfit_outcome(x, y, seed=1)
+    y2 = y.copy()
+    y2[17] += 50.0
+    after = crossfit_outcome(x, y2, seed=1)
+    assert after[17] == pytest.approx(before[17], abs=1e-12)
+    assert np.abs(after - before).max() > 1e-3  # the other folds' models did see it
+    assert np.corrcoef(before, x[:, 0] + np.sin(2 * x[:, 1]))[0, 1] > 0.8  # and it is a fit of y on x

@@ -230,6 +230,10 @@ class TrainConfig:
     # rows reject the plug-in one (csna.shrink, docs/architecture.md); "scale": λ only;
     # "none" keeps τ̂.
     effect_shrink: str = "rloss"
+    # The shrinkage's outcome nuisance m̂(x) = E[Y | x] (csna.shrink.outcome_arms): "select" the
+    # one of lower held-out squared error between the arms' ê μ̂1 + (1 − ê) μ̂0 and a cross-fitted
+    # LightGBM regression of y on x; "ensemble" or "direct" always that one.
+    shrink_outcome: str = "select"
 
 
 @dataclass

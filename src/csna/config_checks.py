@@ -27,6 +27,7 @@ VALID = {
     "train.discrepancy": ("mmd", "wasserstein"),
     "train.causal_reference": ("ipw", "aipw"),
     "train.effect_shrink": ("rloss", "scale", "none"),
+    "train.shrink_outcome": ("select", "ensemble", "direct"),
 }
 
 

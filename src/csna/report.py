@@ -351,8 +351,12 @@ def shrink_note(es: dict[str, Any] | None) -> list[str]:
                  "rejected the plug-in level" if a != c else f"level kept at the plug-in mean {c:.4g}")
         spread = ("no heterogeneity kept (λ = 0: the held-out rows did not support τ̂'s spread)" if lam == 0 else
                   f"τ̂'s spread about it scaled by λ = {lam:.3g}")
+        used = (es.get("outcome") or [None] * k)[k - 1]
+        source = {"direct": "; the R-loss's m̂(x) from a cross-fitted LightGBM regression of y on x (lower held-out "
+                            "error than the arms')",
+                  "ensemble": "; the R-loss's m̂(x) from the members' held-out arms"}.get(used, "")
         out.append(f"- effect shrinkage, arm {k} against 0 (`effect_scale.json`, {es.get('method', 'rloss')}): "
-                   f"{level}; {spread}")
+                   f"{level}; {spread}{source}")
     return out
 
 

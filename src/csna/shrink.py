@@ -16,9 +16,14 @@ with (a_k, λ_k) minimising the R-loss of Nie & Wager (2021) over the rows held 
 members that predict them (``dr.held_out``), with a cross-fitted propensity:
 
     R(a, λ) = Σ_i ((y_i − m̂(x_i)) − (t_i − ê(x_i)) · (a + λ (τ̂(x_i) − c)))²,
-    m̂ = ê μ̂1 + (1 − ê) μ̂0,
 
 least squares with a closed form. λ = 1 keeps τ̂'s spread, λ = 0 predicts a constant.
+
+**The outcome model m̂.** The members give m̂ = ê μ̂1 + (1 − ê) μ̂0, which carries their
+counterfactual arms' error under strong confounding; a cross-fitted LightGBM regression of y
+on x (``csna.boosting.crossfit_outcome``) does not. ``outcome_arms`` takes the one with the
+lower held-out squared error (``train.shrink_outcome: select``, chosen on 128 tuning fits:
+benchmarks/RESULTS.md, "Session 15").
 
 **The level.** The plug-in level c inherits the outcome model's confounding bias (regularised
 outcome heads under strong confounding leave part of the naive difference in τ̂: on the
@@ -55,6 +60,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.stats import median_abs_deviation
+
+from .boosting import crossfit_outcome
 
 if TYPE_CHECKING:  # only an annotation: dr imports predict, which imports this module
     from .dr import HeldOut
@@ -178,31 +185,62 @@ def shrink_rule(y: np.ndarray, t: np.ndarray, mu0: np.ndarray, mu1: np.ndarray, 
     return {"level": a, "scale": lam, "level_se": level_se, "scale_se": scale_se}
 
 
+def outcome_arms(y: np.ndarray, mu0: np.ndarray, mu1: np.ndarray, e1: np.ndarray, m_direct: np.ndarray | None,
+                 choice: str) -> tuple[np.ndarray, np.ndarray, str, dict[str, float]]:
+    """The arms the R-loss reads, given the outcome nuisance ``choice`` (``train.shrink_outcome``).
+
+    The R-loss reads the arms only through m̂ = ê μ̂1 + (1 − ê) μ̂0 and τ̂ = μ̂1 − μ̂0. With the
+    direct m̂ (``m_direct``, a cross-fitted regression of y on x) the arms become
+    (m̂ − ê τ̂, m̂ + (1 − ê) τ̂): the same τ̂, the direct m̂. "select" takes the m̂ of lower mean
+    squared error against y over these (held-out) rows; "ensemble" the arms' own.
+
+    Returns:
+        (μ̂0', μ̂1', the m̂ used: "ensemble" | "direct", {"mse_ensemble", "mse_direct"}).
+    """
+    e1c = np.clip(np.asarray(e1, dtype=np.float64), E_CLIP, 1.0 - E_CLIP)
+    m_ens = e1c * mu1 + (1.0 - e1c) * mu0
+    mse = {"mse_ensemble": float(np.mean((y - m_ens) ** 2))}
+    if m_direct is None or choice == "ensemble":
+        return mu0, mu1, "ensemble", mse
+    mse["mse_direct"] = float(np.mean((y - m_direct) ** 2))
+    if choice == "select" and not mse["mse_direct"] < mse["mse_ensemble"]:
+        return mu0, mu1, "ensemble", mse
+    tau = mu1 - mu0
+    base = m_direct - e1c * tau
+    return base, base + tau, "direct", mse
+
+
 def fit_effect_scale(ho: HeldOut, n_treatments: int, outcome_type: str, seed: int,
-                     tests: bool = True) -> dict[str, Any] | None:
+                     tests: bool = True, outcome: str = "select") -> dict[str, Any] | None:
     """a_k, λ_k and c_k for every arm k ≥ 1 against arm 0 on the held-out rows (the module
     docstring, ``shrink_rule``): c_k is the mean of the whole ensemble's τ̂_k over those rows.
     With K > 2, arm k uses the rows of arms 0 and k and the propensity ê_k / (ê_0 + ê_k).
+    ``outcome``: the R-loss's m̂ (``outcome_arms``; "select", "ensemble" or "direct").
 
     Returns:
         {"method": "rloss" | "scale", "centre": [c_1 …], "level": [a_1 …], "level_se":
         [se(a_1) …] (the joint fit's, moved or not), "scale": [λ_1 …], "scale_se": [se(λ_1) …],
-        "rows": [n_1 …]}, or None for a multiclass outcome (its μ̂ is a class index, not a mean
+        "rows": [n_1 …], "outcome": ["ensemble" | "direct" …], "outcome_mse": [{…} …]}, or None
+        for a multiclass outcome (its μ̂ is a class index, not a mean
         to shrink) or when an arm has fewer than 10 held-out rows on either side.
     """
     if outcome_type == "multiclass" or len(ho.rows) == 0:
         return None
     e = ho.propensity(n_treatments, seed)  # (n_r, K)
     out: dict[str, Any] = {"method": "rloss" if tests else "scale", "centre": [], "level": [], "level_se": [],
-                           "scale": [], "scale_se": [], "rows": []}
+                           "scale": [], "scale_se": [], "rows": [], "outcome": [], "outcome_mse": []}
     for k in range(1, n_treatments):
         pair = (ho.t == 0) | (ho.t == k)
         if min(int((ho.t == 0).sum()), int((ho.t == k).sum())) < 10:
             return None
         c = float((ho.mu_all[:, k] - ho.mu_all[:, 0]).mean())
         e1 = e[pair, k] / np.maximum(e[pair, 0] + e[pair, k], 1e-12)
-        rule = shrink_rule(ho.y[pair], (ho.t[pair] == k).astype(np.float64), ho.mu[pair, 0], ho.mu[pair, k], e1, c,
-                           tests)
+        y = ho.y[pair]
+        m_direct = None if outcome == "ensemble" else crossfit_outcome(ho.x[pair], y, seed)
+        mu0, mu1, used, mse = outcome_arms(y, ho.mu[pair, 0], ho.mu[pair, k], e1, m_direct, outcome)
+        rule = shrink_rule(y, (ho.t[pair] == k).astype(np.float64), mu0, mu1, e1, c, tests)
+        out["outcome"].append(used)
+        out["outcome_mse"].append(mse)
         out["centre"].append(c)
         for key in ("level", "level_se", "scale", "scale_se"):  # JSON has no inf: None
             out[key].append(float(rule[key]) if np.isfinite(rule[key]) else None)
