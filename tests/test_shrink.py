@@ -11,8 +11,8 @@ import pytest
 from scipy.optimize import minimize, minimize_scalar
 
 from csna.boosting import crossfit_outcome
-from csna.shrink import (EFFECT_SCALE_FILE, TEST_Z, apply_effect_scale, outcome_arms, rloss_level, rloss_scale,
-                         scale_stderr, shrink_rule)
+from csna.shrink import (EFFECT_SCALE_FILE, TEST_Z, _residuals, apply_effect_scale, outcome_arms, rloss_level,
+                         rloss_scale, scale_stderr, shrink_rule)
 from test_dr import TINY_FIT  # two members, a few epochs
 
 
@@ -273,6 +273,22 @@ def test_select_takes_the_outcome_model_with_the_lower_held_out_error():
     assert used == "ensemble" and mse["mse_direct"] > mse["mse_ensemble"]
     a0, a1, used, mse = outcome_arms(*args, good, "ensemble")
     assert used == "ensemble" and a0 is args[1] and "mse_direct" not in mse
+
+
+def test_the_direct_arms_give_the_r_loss_the_direct_outcome_model_where_the_propensity_is_clipped():
+    # The R-loss clips ê to [E_CLIP, 1 − E_CLIP] before it forms m̂ = ê μ̂1 + (1 − ê) μ̂0; the
+    # direct arms must be built with the same clipped ê, or on rows with extreme ê its m̂ is not
+    # the direct one (a slow reference: y − m_direct, row by row).
+    rng = np.random.default_rng(5)
+    n = 400
+    y, mu0, tau, m_direct = (rng.normal(size=n) for _ in range(4))
+    e = rng.uniform(0.2, 0.8, size=n)
+    e[:100] = rng.choice([1e-4, 0.002, 0.995, 0.9999], size=100)  # outside the clip
+    t = (rng.uniform(size=n) < e).astype(float)
+    a0, a1, used, _ = outcome_arms(y, mu0, mu0 + tau, e, m_direct, "direct")
+    assert used == "direct"
+    ry, _, _ = _residuals(y, t, a0, a1, e)
+    np.testing.assert_allclose(ry, [y[i] - m_direct[i] for i in range(n)], atol=1e-12)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("lightgbm") is None, reason="needs lightgbm")
