@@ -73,3 +73,25 @@ def test_bench_structure_command_writes_results(tmp_path):
     assert len(df) == 2 and set(df.estimator) == {"pc"}
     assert "er-10-linear" in (out / "results.md").read_text()
     assert bench_main(["bench", "structure", "--settings", "nope", "--out", str(out)]) == 2
+
+
+def test_cpdag_shd_by_hand():
+    pytest.importorskip("causallearn")
+    from csna.bench.structure_scm import cpdag_shd
+
+    chain = np.zeros((3, 3), int)
+    chain[0, 1] = chain[1, 2] = 1  # 0 → 1 → 2: its CPDAG is 0 — 1 — 2
+    reverse = chain.T.copy()  # 2 → 1 → 0: the same Markov equivalence class
+    collider = np.zeros((3, 3), int)
+    collider[0, 2] = collider[1, 2] = 1  # 0 → 2 ← 1: compelled
+    skeleton = np.zeros((3, 3), int)
+    skeleton[0, 2] = skeleton[2, 0] = skeleton[1, 2] = skeleton[2, 1] = 1
+    assert cpdag_shd(chain, reverse) == 0 and edge_scores(chain, reverse)["shd"] == 2
+    assert cpdag_shd(chain, collider) == 3  # 0–1 missing, 1–2 directed not undirected, 0–2 extra
+    # An undirected edge where the truth's CPDAG is directed is an error here, not in edge_scores.
+    assert cpdag_shd(collider, np.zeros((3, 3), int), skeleton) == 2
+    assert edge_scores(collider, np.zeros((3, 3), int), skeleton)["shd"] == 0
+    assert cpdag_shd(collider, collider) == 0 and cpdag_shd(collider, np.zeros((3, 3), int)) == 2
+    cycle = np.zeros((3, 3), int)
+    cycle[0, 1] = cycle[1, 2] = cycle[2, 0] = 1  # compared as it is: 0–1 and 1–2 directed, 0–2 extra
+    assert cpdag_shd(chain, cycle) == 3

@@ -164,3 +164,43 @@ def edge_scores(dag: np.ndarray, directed: np.ndarray, undirected: np.ndarray | 
     return {"precision": float(precision), "recall": float(recall), "f1": float(f1),
             "shd": int(extra + missing + wrong), "edges_true": int(true_edges), "edges_found": int(predicted),
             "reversed": int(reversed_)}
+
+
+def _cl_graph(directed: np.ndarray, undirected: np.ndarray | None, as_cpdag: bool):
+    """A causal-learn graph of (directed, undirected) 0/1 edges; with ``as_cpdag`` and no
+    undirected edges, the CPDAG of the DAG (causal-learn's ``dag2cpdag``), when it is acyclic."""
+    from causallearn.graph.Dag import Dag
+    from causallearn.graph.Edge import Edge
+    from causallearn.graph.Endpoint import Endpoint
+    from causallearn.graph.GeneralGraph import GeneralGraph
+    from causallearn.graph.GraphNode import GraphNode
+    from causallearn.utils.DAG2CPDAG import dag2cpdag
+
+    d = (np.asarray(directed) != 0).astype(int)
+    np.fill_diagonal(d, 0)
+    nodes = [GraphNode(f"X{i}") for i in range(len(d))]
+    acyclic = nx.is_directed_acyclic_graph(nx.from_numpy_array(d, create_using=nx.DiGraph))
+    if as_cpdag and (undirected is None or not np.any(undirected)) and acyclic:
+        dag = Dag(nodes)
+        for i, j in zip(*np.nonzero(d)):
+            dag.add_directed_edge(nodes[i], nodes[j])
+        return dag2cpdag(dag)
+    g = GeneralGraph(nodes)
+    for i, j in zip(*np.nonzero(d)):
+        g.add_directed_edge(nodes[i], nodes[j])
+    if undirected is not None:
+        for i, j in zip(*np.nonzero(np.triu(np.asarray(undirected) != 0, 1))):
+            g.add_edge(Edge(nodes[i], nodes[j], Endpoint.TAIL, Endpoint.TAIL))
+    return g
+
+
+def cpdag_shd(dag: np.ndarray, directed: np.ndarray, undirected: np.ndarray | None = None) -> int:
+    """SHD between the true DAG's CPDAG and the learned graph's, counted by causal-learn's ``SHD``:
+    a pair of variables counts once when its edge marks differ (missing, extra, reversed, or
+    directed on one side and undirected on the other). A learned DAG is first reduced to its
+    CPDAG, so a learner is judged on what observational data can identify: PC's undirected edge
+    is wrong where the truth's CPDAG orients it, and a DAG learner is not charged for choosing
+    one direction of a reversible edge. A learned graph with a cycle is compared as it is."""
+    from causallearn.graph.SHD import SHD
+
+    return int(SHD(_cl_graph(dag, None, True), _cl_graph(directed, undirected, True)).get_shd())
