@@ -68,35 +68,66 @@ def correction(x: np.ndarray, ry: np.ndarray, rt: np.ndarray, tau_s: np.ndarray,
     return new, float(gain.mean()), float(gain.std(ddof=1) / np.sqrt(len(gain)))
 
 
-def score_fit(path: Path) -> dict:
-    """The default and rcorr on one saved fit: [√PEHE_out, ε_ATE_out, ε_ATT_out] each."""
+def default_on_saved_fit(path: Path) -> dict:
+    """Today's default shrinkage on one saved fit (``effect_shrink.saved_fit``): the fit's arrays,
+    plus ``score`` (τ over all rows → [√PEHE_out, ε_ATE_out, ε_ATT_out]), the R-loss inputs on
+    the held-out rows (``y``, ``t``, ``xr``, the arms ``a0``, ``a1`` with m̂ chosen by held-out
+    error, ``used``), the default ``rule`` and its τ over all rows, ``default``."""
     from effect_shrink import saved_fit
 
     from csna.boosting import crossfit_outcome
-    from csna.shrink import E_CLIP, TEST_Z, _residuals, outcome_arms, shrink_rule
+    from csna.shrink import outcome_arms, shrink_rule
 
     f = saved_fit(path, 0)
-    T, Y, test, rows, e1, tau_hat, c, tau, treated, x, oof = (f[k] for k in (
-        "T", "Y", "test", "rows", "e1", "tau_hat", "c", "tau", "treated", "x", "oof"))
+    test, rows, tau, treated = f["test"], f["rows"], f["tau"], f["treated"]
 
     def score(t):
         att = abs(float(t[treated].mean() - tau[treated].mean())) if len(treated) else float("nan")
         return [float(np.sqrt(np.mean((t[test] - tau[test]) ** 2))), abs(float(t[test].mean() - tau[test].mean())),
                 att]
 
-    y, t = Y[rows].astype(np.float64), T[rows].astype(np.float64)
-    xr = x[rows].astype(np.float64)
-    m = crossfit_outcome(xr, y)
-    a0, a1, used, _ = outcome_arms(y, oof[:, 0], oof[:, 1], e1, m, "select")
-    rule = shrink_rule(y, t, a0, a1, e1, c)
-    full = rule["level"] + rule["scale"] * (tau_hat - c)  # (n,) the default's τ
-    ry, rt, th = _residuals(y, t, a0, a1, np.clip(e1, E_CLIP, 1 - E_CLIP))
+    y, t = f["Y"][rows].astype(np.float64), f["T"][rows].astype(np.float64)
+    xr = f["x"][rows].astype(np.float64)
+    a0, a1, used, _ = outcome_arms(y, f["oof"][:, 0], f["oof"][:, 1], f["e1"], crossfit_outcome(xr, y), "select")
+    rule = shrink_rule(y, t, a0, a1, f["e1"], f["c"])
+    default = rule["level"] + rule["scale"] * (f["tau_hat"] - f["c"])  # (n,)
+    return {**f, "score": score, "y": y, "t": t, "xr": xr, "a0": a0, "a1": a1, "used": used, "rule": rule,
+            "default": default}
+
+
+def dump(dirs: list[str], score_fit) -> None:
+    """One JSON line per saved fit (*.npz) of ``dirs``: ``score_fit(path)`` and its seconds."""
+    for d in dirs:
+        for p in sorted(Path(d).glob("*.npz")):
+            t0 = time.time()
+            out = score_fit(p)
+            out["seconds"] = round(time.time() - t0, 2)
+            print(json.dumps(out), flush=True)
+
+
+def read_fits(path: str) -> tuple[list[dict], dict]:
+    """The JSON lines of ``dump`` and the sets of fits the tables report."""
+    lines = [json.loads(s) for s in Path(path).read_text().splitlines() if s.strip()]
+    sets = {"pooled": lambda r: True, "suite seeds": lambda r: r["dir"] != "ihdp_nc",
+            "IHDP tuning replications": lambda r: r["dir"] == "ihdp_nc",
+            "strongly confounded cells": lambda r: "strong-conf" in r["fit"],
+            "binary cells": lambda r: r["fit"].startswith("binary")}
+    return lines, sets
+
+
+def score_fit(path: Path) -> dict:
+    """The default and rcorr on one saved fit: [√PEHE_out, ε_ATE_out, ε_ATT_out] each."""
+    from csna.shrink import E_CLIP, TEST_Z, _residuals
+
+    g = default_on_saved_fit(path)
+    rule, c, score, full = g["rule"], g["c"], g["score"], g["default"]
+    ry, rt, th = _residuals(g["y"], g["t"], g["a0"], g["a1"], np.clip(g["e1"], E_CLIP, 1 - E_CLIP))
     tau_s = rule["level"] + rule["scale"] * (th - c)  # on the held-out rows
-    delta, gain, se = correction(xr, ry, rt, tau_s, x.astype(np.float64))
+    delta, gain, se = correction(g["xr"], ry, rt, tau_s, g["x"].astype(np.float64))
     kept = gain > TEST_Z * se
     return {"fit": path.stem, "dir": path.parent.name, "default": score(full),
             "rcorr": score(full + delta if kept else full), "rcorr_always": score(full + delta),
-            "kept": bool(kept), "gain": gain, "gain_se": se, "outcome": used}
+            "kept": bool(kept), "gain": gain, "gain_se": se, "outcome": g["used"]}
 
 
 def main() -> None:
@@ -104,21 +135,13 @@ def main() -> None:
     if sys.argv[1] == "--table":
         from outcome_nuisance import table
 
-        lines = [json.loads(s) for s in Path(sys.argv[2]).read_text().splitlines() if s.strip()]
-        sets = {"pooled": lambda r: True, "suite seeds": lambda r: r["dir"] != "ihdp_nc",
-                "IHDP tuning replications": lambda r: r["dir"] == "ihdp_nc",
-                "strongly confounded cells": lambda r: "strong-conf" in r["fit"]}
+        lines, sets = read_fits(sys.argv[2])
         for cand in ("rcorr", "rcorr_always"):
             table(lines, cand, sets)
         kept = [r["fit"] for r in lines if r["kept"]]
         print(f"δ kept on {len(kept)} of {len(lines)} fits: {', '.join(kept)}")
         return
-    for d in sys.argv[1:]:
-        for p in sorted(Path(d).glob("*.npz")):
-            t0 = time.time()
-            out = score_fit(p)
-            out["seconds"] = time.time() - t0
-            print(json.dumps(out), flush=True)
+    dump(sys.argv[1:], score_fit)
 
 
 if __name__ == "__main__":
