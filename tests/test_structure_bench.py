@@ -87,6 +87,9 @@ def test_cpdag_shd_by_hand():
     skeleton = np.zeros((3, 3), int)
     skeleton[0, 2] = skeleton[2, 0] = skeleton[1, 2] = skeleton[2, 1] = 1
     assert cpdag_shd(chain, reverse) == 0 and edge_scores(chain, reverse)["shd"] == 2
+    # A CPDAG learner's output (an undirected array, here empty) is taken as it is, not completed:
+    # orienting a reversible edge is then an error.
+    assert cpdag_shd(chain, chain, np.zeros((3, 3), int)) == 2
     assert cpdag_shd(chain, collider) == 3  # 0–1 missing, 1–2 directed not undirected, 0–2 extra
     # An undirected edge where the truth's CPDAG is directed is an error here, not in edge_scores.
     assert cpdag_shd(collider, np.zeros((3, 3), int), skeleton) == 2

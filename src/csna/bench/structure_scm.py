@@ -167,8 +167,9 @@ def edge_scores(dag: np.ndarray, directed: np.ndarray, undirected: np.ndarray | 
 
 
 def _cl_graph(directed: np.ndarray, undirected: np.ndarray | None, as_cpdag: bool):
-    """A causal-learn graph of (directed, undirected) 0/1 edges; with ``as_cpdag`` and no
-    undirected edges, the CPDAG of the DAG (causal-learn's ``dag2cpdag``), when it is acyclic."""
+    """A causal-learn graph of (directed, undirected) 0/1 edges. With ``as_cpdag`` and no
+    undirected array (a learner that outputs a DAG), the CPDAG of that DAG (causal-learn's
+    ``dag2cpdag``) when it is acyclic; a CPDAG learner's output (PC's) is taken as it is."""
     from causallearn.graph.Dag import Dag
     from causallearn.graph.Edge import Edge
     from causallearn.graph.Endpoint import Endpoint
@@ -180,7 +181,7 @@ def _cl_graph(directed: np.ndarray, undirected: np.ndarray | None, as_cpdag: boo
     np.fill_diagonal(d, 0)
     nodes = [GraphNode(f"X{i}") for i in range(len(d))]
     acyclic = nx.is_directed_acyclic_graph(nx.from_numpy_array(d, create_using=nx.DiGraph))
-    if as_cpdag and (undirected is None or not np.any(undirected)) and acyclic:
+    if as_cpdag and undirected is None and acyclic:
         dag = Dag(nodes)
         for i, j in zip(*np.nonzero(d)):
             dag.add_directed_edge(nodes[i], nodes[j])
