@@ -11,8 +11,8 @@ import pytest
 from scipy.optimize import minimize, minimize_scalar
 
 from csna.boosting import crossfit_outcome
-from csna.shrink import (EFFECT_SCALE_FILE, TEST_Z, _residuals, apply_effect_scale, outcome_arms, rloss_level,
-                         rloss_scale, scale_stderr, shrink_rule)
+from csna.shrink import (EFFECT_SCALE_FILE, TEST_Z, _residuals, apply_effect_scale, outcome_arms,
+                         reliability_factor, rloss_level, rloss_scale, scale_stderr, shrink_rule)
 from test_dr import TINY_FIT  # two members, a few epochs
 
 
@@ -304,3 +304,66 @@ def test_the_direct_outcome_model_is_out_of_fold():
     assert after[17] == pytest.approx(before[17], abs=1e-12)
     assert np.abs(after - before).max() > 1e-3  # the other folds' models did see it
     assert np.corrcoef(before, x[:, 0] + np.sin(2 * x[:, 1]))[0, 1] > 0.8  # and it is a fit of y on x
+
+
+def members_with_noise(n, M, sigma, rng):
+    """(signal (n,), members' τ̂ (M, n) = signal + independent N(0, σ²), held (M, n)): each member
+    trains on a random 70% of the rows; rows that every member trained on are dropped."""
+    s = rng.normal(size=n)
+    tau = s + sigma * rng.normal(size=(M, n))
+    held = rng.random((M, n)) < 0.3
+    keep = held.any(0)
+    return s[keep], tau[:, keep], held[:, keep]
+
+
+def test_reliability_factor_is_the_closed_form_ratio_of_the_variances():
+    # var s = 1, σ² = 2.25: ρ = (1 + σ² E[1/m]) / (1 + σ²/M), E[1/m] over the rows kept.
+    rng = np.random.default_rng(0)
+    s, tau, held = members_with_noise(60_000, 4, 1.5, rng)
+    rho, parts = reliability_factor(tau, held)
+    inv_m = float((1.0 / held.sum(0)).mean())
+    assert parts["sigma2"] == pytest.approx(2.25, rel=0.03)
+    assert rho == pytest.approx((1 + 2.25 * inv_m) / (1 + 2.25 / 4), rel=0.03)
+    same = np.repeat(s[None], 4, axis=0)  # identical members: no extra noise, nothing to correct
+    assert reliability_factor(same, held)[0] == pytest.approx(1.0)
+    assert reliability_factor(tau, held & (held.sum(0) == 1))[0] == 1.0  # no row with two: unknown σ²
+
+
+def test_the_corrected_slope_is_the_whole_ensembles_slope():
+    # Independent reference: with the truth known, the least-squares slope of τ on the
+    # ensemble's τ̂ (mean of all M members). The slope on the held-out τ̂ is attenuated by the
+    # members' noise; times ρ it is the ensemble's.
+    rng = np.random.default_rng(1)
+    s, tau, held = members_with_noise(60_000, 4, 1.0, rng)
+    oof = (held * tau).sum(0) / held.sum(0)
+    ens = tau.mean(0)
+
+    def slope(v):
+        v = v - v.mean()
+        return float(v @ (s - s.mean()) / (v @ v))
+
+    rho = reliability_factor(tau, held)[0]
+    assert slope(oof) < 0.75 * slope(ens)  # the attenuation is real
+    assert slope(oof) * rho == pytest.approx(slope(ens), rel=0.03)
+
+
+@pytest.fixture(scope="module")
+def heterogeneous():
+    from csna import CSNAEstimator
+
+    rng = np.random.default_rng(6)
+    x, t, y, *_ = confounded(800, rng, lambda x: 1.0 + 2.0 * x[:, 0])
+    fit = {**TINY_FIT, "phase1__epochs": 12}  # long enough to learn part of the effect's spread
+    plain = CSNAEstimator(**fit).fit(y, t, X=x)
+    corrected = CSNAEstimator(**fit, train__shrink_reliability=True).fit(y, t, X=x)
+    return plain, corrected, x
+
+
+def test_shrink_reliability_multiplies_the_tested_scale_by_the_factor(heterogeneous):
+    plain, corrected, x = heterogeneous
+    es, er = plain.run_.effect_scale, corrected.run_.effect_scale
+    rho = es["reliability"][0]
+    assert er["reliability"] == es["reliability"] and rho > 1.0
+    assert 0 < es["scale"][0] < 1  # the test kept part of the spread, so the factor shows
+    assert er["scale"][0] == pytest.approx(min(1.0, es["scale"][0] * rho))
+    assert er["level"] == es["level"] and er["centre"] == es["centre"]

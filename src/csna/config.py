@@ -234,6 +234,10 @@ class TrainConfig:
     # one of lower held-out squared error between the arms' ê μ̂1 + (1 − ê) μ̂0 and a cross-fitted
     # LightGBM regression of y on x; "ensemble" or "direct" always that one.
     shrink_outcome: str = "select"
+    # Multiply the tested λ by the reliability ratio of the held-out τ̂ to the whole ensemble's
+    # (csna.shrink.reliability_factor: λ is fitted on the held-out τ̂ of about one member, which
+    # is noisier than the mean of all of them, so it shrinks the ensemble's spread too far).
+    shrink_reliability: bool = False
 
 
 @dataclass

@@ -148,6 +148,8 @@ class HeldOut:
     mu_all: np.ndarray
     t: np.ndarray
     y: np.ndarray
+    members_mu: np.ndarray | None = None  # (M, n_r, K) every member's μ̂ on these rows
+    held: np.ndarray | None = None  # (M, n_r) True where the member did not train on the row
 
     def propensity(self, K: int, seed: int) -> np.ndarray:
         """(n_r, K) ê cross-fitted on these rows (``crossfit_propensity``)."""
@@ -173,8 +175,12 @@ def held_out(run: Run, data: CausalData) -> HeldOut | None:
     local = [pos[r][pos[r] >= 0] for r in train_rows]
     mu, mask = out_of_fold_mu(members_mu, local, len(candidate))
     rows = candidate[mask]
+    held = np.ones((len(local), len(candidate)), dtype=bool)  # (M, n_c)
+    for j, r in enumerate(local):
+        held[j, r] = False
+    stack = np.stack([np.asarray(m, dtype=np.float64) for m in members_mu])[:, mask]  # (M, n_r, K)
     return HeldOut(rows, x[mask], mu[mask], np.mean(members_mu, axis=0)[mask], data.T[rows].astype(np.int64),
-                   data.Y[rows].astype(np.float64))
+                   data.Y[rows].astype(np.float64), stack, held[:, mask])
 
 
 def dr_effects(run: Run, data: CausalData, t1: int = 1, t0: int = 0) -> dict[str, Any]:

@@ -45,7 +45,11 @@ level. On IHDP's tuning replications λ was 0.95–1.00 with se 0.02–0.14: unt
 
 The held-out rows are the non-test rows that some member did not train on. The held-out τ̂ of
 a row comes from the members that did not train on it (about one of four), so it is noisier
-than the ensemble's, and λ tends to shrink the ensemble's τ̂ a little more than it needs.
+than the ensemble's, and λ tends to shrink the ensemble's τ̂ more than it needs: with member
+noise of variance σ², independent across members, the regression is attenuated (errors in
+variables), λ_oof ≈ cov(τ, s) / (var s + σ² E[1/m_i]) where the ensemble of M needs
+cov(τ, s) / (var s + σ²/M). ``train.shrink_reliability`` multiplies the tested λ by that ratio
+(``reliability_factor``; σ² from the spread of the held-out members on rows with two or more).
 
 Why not a library: EconML's ``RScorer`` scores a fitted CATE model by the same loss but does
 not fit a scale, and refits its own nuisances; here the nuisances are the ensemble's own
@@ -158,6 +162,37 @@ def scale_stderr(y: np.ndarray, t: np.ndarray, mu0: np.ndarray, mu1: np.ndarray,
     return float(np.sqrt(np.sum((z * u) ** 2)) / zz)
 
 
+def reliability_factor(tau_members: np.ndarray, held: np.ndarray) -> tuple[float, dict[str, float]]:
+    """ρ = V / (V − σ² E[1/m] + σ²/M): how much more of its spread the M-member ensemble's τ̂
+    supports than the held-out τ̂ that λ was fitted on (module docstring, errors in variables).
+
+    V is the variance over rows of the held-out τ̂ (the mean of the m_i members that did not
+    train on row i); σ² the mean, over rows with m_i ≥ 2, of the sample variance (ddof 1) of those
+    members' τ̂, an unbiased estimate of one member's independent noise; the signal's variance
+    V − σ² E[1/m] is floored at 0. Written by hand: a reliability ratio of two variances, which no
+    library computes from an ensemble's held-out predictions.
+
+    Args:
+        tau_members: (M, n) every member's τ̂ on the rows.
+        held: (M, n) True where the member did not train on the row; every row has one.
+
+    Returns:
+        (ρ ≥ 1 when σ² > 0; 1.0 without two held-out members on any row), {"V", "sigma2", "inv_m"}.
+    """
+    tau = np.asarray(tau_members, dtype=np.float64)
+    count = held.sum(0)  # (n,)
+    oof = (held * tau).sum(0) / np.maximum(count, 1)  # (n,)
+    V = float(oof.var())
+    two = count >= 2
+    parts = {"V": V, "sigma2": 0.0, "inv_m": float((1.0 / np.maximum(count, 1)).mean())}
+    if not two.any() or V <= 0:
+        return 1.0, parts
+    dev = np.where(held[:, two], tau[:, two] - oof[two], 0.0)  # (M, n_2)
+    parts["sigma2"] = sigma2 = float(((dev ** 2).sum(0) / (count[two] - 1)).mean())
+    signal = max(V - sigma2 * parts["inv_m"], 0.0)
+    return V / max(signal + sigma2 / len(tau), 1e-300), parts
+
+
 def shrink_rule(y: np.ndarray, t: np.ndarray, mu0: np.ndarray, mu1: np.ndarray, e1: np.ndarray,
                 centre: float, tests: bool = True) -> dict[str, float]:
     """(a, λ) of one arm by the module docstring's rule, with their standard errors.
@@ -211,16 +246,19 @@ def outcome_arms(y: np.ndarray, mu0: np.ndarray, mu1: np.ndarray, e1: np.ndarray
 
 
 def fit_effect_scale(ho: HeldOut, n_treatments: int, outcome_type: str, seed: int,
-                     tests: bool = True, outcome: str = "select") -> dict[str, Any] | None:
+                     tests: bool = True, outcome: str = "select", reliability: bool = False) -> dict[str, Any] | None:
     """a_k, λ_k and c_k for every arm k ≥ 1 against arm 0 on the held-out rows (the module
     docstring, ``shrink_rule``): c_k is the mean of the whole ensemble's τ̂_k over those rows.
     With K > 2, arm k uses the rows of arms 0 and k and the propensity ê_k / (ê_0 + ê_k).
     ``outcome``: the R-loss's m̂ (``outcome_arms``; "select", "ensemble" or "direct").
+    ``reliability``: λ_k times ``reliability_factor`` of the members' τ̂_k, clipped to [0, 1]
+    (needs ``ho.members_mu``; the factor is recorded either way when the members are known).
 
     Returns:
         {"method": "rloss" | "scale", "centre": [c_1 …], "level": [a_1 …], "level_se":
         [se(a_1) …] (the joint fit's, moved or not), "scale": [λ_1 …], "scale_se": [se(λ_1) …],
-        "rows": [n_1 …], "outcome": ["ensemble" | "direct" …], "outcome_mse": [{…} …]}, or None
+        "rows": [n_1 …], "outcome": ["ensemble" | "direct" …], "outcome_mse": [{…} …],
+        "reliability": [ρ_1 …] (when the members are known)}, or None
         for a multiclass outcome (its μ̂ is a class index, not a mean
         to shrink) or when an arm has fewer than 10 held-out rows on either side.
     """
@@ -239,6 +277,11 @@ def fit_effect_scale(ho: HeldOut, n_treatments: int, outcome_type: str, seed: in
         m_direct = None if outcome == "ensemble" else crossfit_outcome(ho.x[pair], y, seed)
         mu0, mu1, used, mse = outcome_arms(y, ho.mu[pair, 0], ho.mu[pair, k], e1, m_direct, outcome)
         rule = shrink_rule(y, (ho.t[pair] == k).astype(np.float64), mu0, mu1, e1, c, tests)
+        if ho.members_mu is not None and ho.held is not None:
+            rho = reliability_factor(ho.members_mu[:, pair, k] - ho.members_mu[:, pair, 0], ho.held[:, pair])[0]
+            out.setdefault("reliability", []).append(rho)
+            if reliability:
+                rule["scale"] = float(np.clip(rule["scale"] * rho, 0.0, 1.0))
         out["outcome"].append(used)
         out["outcome_mse"].append(mse)
         out["centre"].append(c)
