@@ -236,7 +236,8 @@ class TrainConfig:
     shrink_outcome: str = "select"
     # Multiply the tested λ by the reliability ratio of the held-out τ̂ to the whole ensemble's
     # (csna.shrink.reliability_factor: λ is fitted on the held-out τ̂ of about one member, which
-    # is noisier than the mean of all of them, so it shrinks the ensemble's spread too far).
+    # is noisier than the mean of all of them). Off: on fresh tuning fits it overshot
+    # (benchmarks/RESULTS.md, Session 17).
     shrink_reliability: bool = False
 
 

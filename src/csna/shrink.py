@@ -50,6 +50,9 @@ noise of variance σ², independent across members, the regression is attenuated
 variables), λ_oof ≈ cov(τ, s) / (var s + σ² E[1/m_i]) where the ensemble of M needs
 cov(τ, s) / (var s + σ²/M). ``train.shrink_reliability`` multiplies the tested λ by that ratio
 (``reliability_factor``; σ² from the spread of the held-out members on rows with two or more).
+It is off by default: on 50 fresh tuning fits the corrected λ overshot the best one (the test of
+λ selects its kept values upwards, which offsets the attenuation; benchmarks/RESULTS.md,
+Session 17).
 
 Why not a library: EconML's ``RScorer`` scores a fitted CATE model by the same loss but does
 not fit a scale, and refits its own nuisances; here the nuisances are the ensemble's own
