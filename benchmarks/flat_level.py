@@ -42,14 +42,13 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     if sys.argv[1] == "--table":
         from outcome_nuisance import table
-        from tau_correction import read_fits
+        from tau_correction import read_fits, worst_fit
 
         lines, sets = read_fits(sys.argv[2])
         table(lines, "level_if_flat", sets)
-        ratios = [(r["level_if_flat"][0] + 1e-3) / (r["default"][0] + 1e-3) for r in lines]
-        worst = int(np.argmax(ratios))
-        print(f"flat on {sum(r['flat'] for r in lines)} of {len(lines)} fits; worst √PEHE_out ratio "
-              f"{ratios[worst]:.3f} ({lines[worst]['fit']})")
+        ratio, fit = worst_fit(lines, "level_if_flat")
+        flat = sum(r["flat"] for r in lines)
+        print(f"flat on {flat} of {len(lines)} fits; worst √PEHE_out ratio {ratio:.3f} ({fit})")
         return
     from tau_correction import dump
 

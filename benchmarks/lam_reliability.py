@@ -56,16 +56,15 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     if sys.argv[1] == "--table":
         from outcome_nuisance import table
-        from tau_correction import read_fits
+        from tau_correction import read_fits, worst_fit
 
         lines, sets = read_fits(sys.argv[2])
         for d in sorted({r["dir"] for r in lines}):
             sets[d] = lambda r, d=d: r["dir"] == d
         table(lines, "lam_reliability", sets)
-        ratios = [(r["lam_reliability"][0] + 1e-3) / (r["default"][0] + 1e-3) for r in lines]
-        worst = int(np.argmax(ratios))
+        ratio, fit = worst_fit(lines, "lam_reliability")
         print(f"λ changed on {sum(r['lambda_new'] != r['lambda'] for r in lines)} of {len(lines)} fits; worst "
-              f"√PEHE_out ratio {ratios[worst]:.3f} ({lines[worst]['fit']})")
+              f"√PEHE_out ratio {ratio:.3f} ({fit})")
         print("\n| fit | λ (se) | ρ | λ new | λ oracle | √PEHE_out default → new |\n|---|---|---:|---:|---:|---|")
         for r in lines:
             print(f"| {r['fit']} | {r['lambda']:.2f} ({r['lambda_se']:.2f}) | {r['rho']:.2f} | {r['lambda_new']:.2f} "

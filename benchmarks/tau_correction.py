@@ -105,6 +105,13 @@ def dump(dirs: list[str], score_fit) -> None:
             print(json.dumps(out), flush=True)
 
 
+def worst_fit(lines: list[dict], cand: str) -> tuple[float, str]:
+    """The largest √PEHE_out ratio candidate / default over the fits (+1e-3 each) and its fit."""
+    ratios = [(r[cand][0] + 1e-3) / (r["default"][0] + 1e-3) for r in lines]
+    i = int(np.argmax(ratios))
+    return ratios[i], lines[i]["fit"]
+
+
 def read_fits(path: str) -> tuple[list[dict], dict]:
     """The JSON lines of ``dump`` and the sets of fits the tables report."""
     lines = [json.loads(s) for s in Path(path).read_text().splitlines() if s.strip()]
