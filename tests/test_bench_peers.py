@@ -9,7 +9,7 @@ from sklearn.model_selection import train_test_split
 from csna.bench import neural_ens, peers
 from csna.bench import results as R
 from csna.bench.cli import main
-from csna.bench.run import BenchSpec, csna_config, draw_splits
+from csna.bench.run import BenchSpec, csna_config, draw_splits, execute, pair_singles, run_task, tasks_for
 from csna.data import ihdp
 from csna.ensemble import train_run
 from test_bench import linear_problem  # a sibling test module: tests/ is on sys.path under pytest
@@ -50,6 +50,9 @@ def test_an_ensembled_peer_is_the_mean_of_four_peers_trained_alone(name):
     assert np.abs(alone[0].mu - alone[1].mu).max() > 1e-3  # the members differ: the mean is not any one
     ens = peers.fit_peer(f"{name}-ens4", x, t, y, splits, binary=False, seed=seed, options=TINY)
     np.testing.assert_array_equal(ens.mu, np.mean([a.mu for a in alone], axis=0))
+    first, secs = ens.first_member  # member 0 is the single peer itself (what pair_singles relies on)
+    np.testing.assert_array_equal(first.mu, alone[0].mu)
+    assert first.flops == alone[0].flops and secs > 0
     np.testing.assert_array_equal(ens.tau, ens.mu[:, 1] - ens.mu[:, 0])
     assert ens.flops == pytest.approx(sum(a.flops for a in alone), rel=1e-12) and ens.flops > 0
 
@@ -141,6 +144,25 @@ def test_a_results_file_from_before_flops_reads_with_the_current_columns(tmp_pat
     old.to_csv(tmp_path / "results.csv", index=False)
     df = R.read_csv(tmp_path / "results.csv")
     assert list(df.columns) == R.columns(binary=False) and df["flops_fit"].isna().all()
+
+
+def test_a_paired_ensemble_task_writes_the_single_peers_row_as_its_own_task_would():
+    spec = BenchSpec(dataset="ihdp", replications=(0,), csna=False, peers=("tarnet", "tarnet-ens4", "cfr-mmd"),
+                     peer_options=TINY)
+    tasks = tasks_for(spec, {0: draw_splits(spec, 0)})
+    paired = pair_singles(tasks)
+    assert [(t.estimator, t.companion) for t in paired] == [("tarnet-ens4", "tarnet"), ("cfr-mmd", None)]
+    assert pair_singles([tasks[0]]) == [tasks[0]]  # the single alone (its ensemble done already) still runs
+    alone = run_task(tasks[0])
+    rows = []
+    execute([paired[0]], on_row=rows.append, progress=False)
+    assert [r["estimator"] for r in rows] == ["tarnet-ens4", "tarnet"]
+    single = rows[1]
+    assert set(single) == set(alone)
+    for k, v in alone.items():
+        if k != "fit_seconds":
+            assert single[k] == v, k
+    assert 0 < single["fit_seconds"] < rows[0]["fit_seconds"]
 
 
 # --- the command -------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from ..config import ConfigError
 from ..data import DataError
 from . import results as R
 from .peers import INSTALL_HINT, PEERS, check_installed, resolve
-from .run import ABLATIONS, BenchSpec, ablation_path, add_run_options, draw_splits, execute, split_id, tasks_for
+from .run import (ABLATIONS, BenchSpec, ablation_path, add_run_options, draw_splits, execute, pair_singles, split_id,
+                  tasks_for)
 
 
 def _ablations(text: str | None) -> tuple[str, ...]:
@@ -81,7 +82,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise DataError(f"{out / 'results.csv'}: replication {rep} was scored on another split "
                             "(the config changed); use --overwrite or another --out")
     done = {(str(r["estimator"]), int(r["replication"])) for r in rows}
-    tasks = [t for t in tasks_for(spec, splits) if (t.estimator, t.replication) not in done]
+    tasks = pair_singles([t for t in tasks_for(spec, splits) if (t.estimator, t.replication) not in done])
     out.mkdir(parents=True, exist_ok=True)
     command = "csna " + " ".join(shlex.quote(a) for a in (args.argv or sys.argv[1:]))
     (out / "bench.json").write_text(json.dumps({"command": command, "dataset": spec.dataset,

@@ -33,6 +33,7 @@ class Prediction:
     tau: np.ndarray  # (n,)
     mu: np.ndarray | None = None  # (n, 2), probabilities for a binary outcome
     flops: float | None = None  # FLOPs of the whole fit, where the peer counts them (the neural ones)
+    first_member: tuple[Prediction, float] | None = None  # an ensembled peer's member 0 and its seconds
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,9 @@ def _net_ensemble(kind: str, ipm: str = "wass"):
         splits = {"train": train, "val": val, "test": np.zeros(0, np.int64) if test is None else test}
         res = neural_ens.fit_predict_ensemble(kind, x, t, y, splits, binary, seed, resplit=resplit, ipm=ipm,
                                               max_epochs=max_epochs, n_configs=n_configs)
-        return Prediction(res.mu[:, 1] - res.mu[:, 0], res.mu, res.flops)
+        m0, secs = res.members[0]
+        return Prediction(res.mu[:, 1] - res.mu[:, 0], res.mu, res.flops,
+                          (Prediction(m0.mu[:, 1] - m0.mu[:, 0], m0.mu, m0.flops), secs))
     return fit
 
 
@@ -104,6 +107,7 @@ _NEURAL = [("tarnet", "tarnet", "wass", "TARNet (Shalit et al. 2017)"),
            ("cfr-wass", "cfr", "wass", "CFR-Wasserstein (Shalit et al. 2017)"),
            ("dragonnet", "dragonnet", "wass", "DragonNet + targeted reg. (Shi et al. 2019)")]
 ENSEMBLED = {name: f"{name}-ens{neural_ens.MEMBERS}" for name, *_ in _NEURAL}
+SINGLE_OF = {ens: name for name, ens in ENSEMBLED.items()}  # the single peer that is an ensemble's member 0
 # (csna row, peer row) pairs compared replication by replication in results.md.
 LIKE_FOR_LIKE = tuple(("csna-single", n) for n in ENSEMBLED) + tuple(("csna", e) for e in ENSEMBLED.values())
 _TREES = [

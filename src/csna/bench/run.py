@@ -52,6 +52,7 @@ class Task:
     replication: int
     estimator: str  # "csna", "csna-<ablation>" or a peer name
     splits: dict[str, list[int]]
+    companion: str | None = None  # an ensembled peer's task also scores its member 0 as this single peer
 
 
 def ablation_path(name: str, directory: Path | None = None) -> Path:
@@ -121,6 +122,27 @@ def tasks_for(spec: BenchSpec, splits: dict[int, dict[str, list[int]]]) -> list[
     return out
 
 
+def pair_singles(tasks: list[Task]) -> list[Task]:
+    """Drop each single neural peer's task whose ensembled peer runs on the same table and
+    replication, and have that ensemble's task score its member 0 as the single peer: member 0
+    *is* the single peer (``neural_ens``), so the rows are the same at a fifth less cost."""
+    from dataclasses import replace
+
+    from .peers import ENSEMBLED, SINGLE_OF
+
+    def key(t: Task, name: str) -> tuple:
+        return (getattr(t.spec.cell, "name", None), t.spec.dataset, t.replication, name)
+
+    present = {key(t, t.estimator) for t in tasks}
+    out = []
+    for t in tasks:
+        if t.estimator in ENSEMBLED and key(t, ENSEMBLED[t.estimator]) in present:
+            continue
+        single = SINGLE_OF.get(t.estimator)
+        out.append(replace(t, companion=single) if single and key(t, single) in present else t)
+    return out
+
+
 def _fit_csna(task: Task, data: CausalData, splits: dict[str, np.ndarray]) -> tuple[dict[str, float], np.ndarray]:
     from ..ensemble import train_run
     from ..evaluate import core_metrics, split_indices_of
@@ -171,6 +193,8 @@ def interval_columns(run, data: CausalData, test: np.ndarray) -> dict[str, float
 
 
 def _fit_peer(task: Task, data: CausalData, splits: dict[str, np.ndarray]) -> tuple[dict[str, float], np.ndarray]:
+    """The peer's metrics; with ``task.companion``, also its member 0's under the key "companion"
+    (metrics and "fit_seconds")."""
     from ..prepare import fit_preparation
     from .peers import fit_peer, score
 
@@ -182,9 +206,13 @@ def _fit_peer(task: Task, data: CausalData, splits: dict[str, np.ndarray]) -> tu
     pred = fit_peer(task.estimator, x, data.T, data.Y, splits, binary, seed=task.replication,
                     options={"resplit": cfg.train.ensemble_resplit, **task.spec.peer_options})
     idx_in = np.sort(np.concatenate([splits["train"], splits["val"]]))
-    m = score(pred.tau, pred.mu, data.mu, data.T, data.Y, idx_in, splits["test"], binary)
+    m: dict[str, Any] = score(pred.tau, pred.mu, data.mu, data.T, data.Y, idx_in, splits["test"], binary)
     if pred.flops is not None:
         m["flops_fit"] = float(pred.flops)
+    if task.companion is not None:
+        first, secs = pred.first_member
+        c = score(first.tau, first.mu, data.mu, data.T, data.Y, idx_in, splits["test"], binary)
+        m["companion"] = {**c, "flops_fit": float(first.flops), "fit_seconds": secs}
     return m, splits["test"]
 
 
@@ -205,12 +233,18 @@ def run_task(task: Task) -> dict[str, Any]:
             fit = _fit_csna if task.estimator == "csna" or task.estimator.startswith("csna-") else _fit_peer
             t0 = time.perf_counter()
             metrics, test = fit(task, data, splits)
+            companion = metrics.pop("companion", None)
             row.update(metrics)
             row["fit_seconds"] = time.perf_counter() - t0
             row["split_id"] = split_id(test)
+            if companion is not None:  # the single peer, scored from the ensemble's member 0
+                row["companions"] = [{**{k: v for k, v in row.items() if k in ("cell", "replication", "split_id")},
+                                      "estimator": task.companion, **companion}]
     except Exception as exc:  # one failing fit must not lose a long run: reported, not written
         row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         row["traceback"] = traceback.format_exc()
+        if task.companion is not None:  # its row was to come from this fit: it failed too
+            row["companions"] = [{**row, "estimator": task.companion}]
     return row
 
 
@@ -226,11 +260,12 @@ def execute(tasks: list[Task], jobs: int = 1, progress: bool = True, on_row=None
                dynamic_ncols=True)
 
     def done(row: dict[str, Any]) -> None:
-        rows.append(row)
+        for r in [row, *row.pop("companions", [])]:
+            rows.append(r)
+            if on_row is not None:
+                on_row(r)
         bar.set_postfix_str(f"{row['estimator']}@{row['replication']}" + (" FAILED" if "error" in row else ""))
         bar.update(1)
-        if on_row is not None:
-            on_row(row)
 
     try:
         if jobs <= 1:

@@ -29,7 +29,7 @@ from . import suite_report as SR
 from .results import known_columns, records, report_failures
 from .dgp import Knobs, generate
 from .peers import PEERS, check_installed, resolve
-from .run import BenchSpec, add_run_options, draw_splits, execute, split_id, tasks_for
+from .run import BenchSpec, add_run_options, draw_splits, execute, pair_singles, split_id, tasks_for
 
 BASE = Knobs(covariates="mixed", n=500, treated_share=0.5, confounding="moderate", heterogeneity="moderate",
              outcome="gaussian")
@@ -173,7 +173,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
             raise DataError(f"{out / 'results.csv'}: cell {key[0]} replication {key[1]} was scored on other rows "
                             "(another cell definition or config); use --overwrite or another --out")
     done = {(str(r["cell"]), str(r["estimator"]), int(r["replication"])) for r in rows}
-    tasks = [t for t in tasks if (t.spec.cell.name, t.estimator, t.replication) not in done]
+    tasks = pair_singles([t for t in tasks if (t.spec.cell.name, t.estimator, t.replication) not in done])
     out.mkdir(parents=True, exist_ok=True)
     command = "csna " + " ".join(shlex.quote(a) for a in (args.argv or sys.argv[1:]))
     reps = list(specs[0].replications) if specs else []
