@@ -11,8 +11,8 @@ import pytest
 from scipy.optimize import minimize, minimize_scalar
 
 from csna.boosting import crossfit_outcome
-from csna.shrink import (EFFECT_SCALE_FILE, TEST_Z, _residuals, apply_effect_scale, outcome_arms,
-                         reliability_factor, rloss_level, rloss_scale, scale_stderr, shrink_rule)
+from csna.shrink import (EFFECT_SCALE_FILE, TEST_Z, _residuals, apply_effect_scale, blend_level, outcome_arms,
+                         reliability_factor, rloss_level, rloss_scale, scale_given_level, scale_stderr, shrink_rule)
 from test_dr import TINY_FIT  # two members, a few epochs
 
 
@@ -367,3 +367,73 @@ def test_shrink_reliability_multiplies_the_tested_scale_by_the_factor(heterogene
     assert 0 < es["scale"][0] < 1  # the test kept part of the spread, so the factor shows
     assert er["scale"][0] == pytest.approx(min(1.0, es["scale"][0] * rho))
     assert er["level"] == es["level"] and er["centre"] == es["centre"]
+
+
+# --- the blended level (train.shrink_level: blend) ---------------------------------------------
+
+
+def test_the_blended_level_is_the_positive_part_combination_written_out():
+    c, se = 1.0, 0.2
+    for d in (0.0, 0.1, -0.2, 0.4, -0.6, 5.0):  # within one se: c; beyond: c + (1 − se²/d²) d
+        expect = c if abs(d) <= se else c + (1 - se ** 2 / d ** 2) * d
+        assert blend_level(c, c + d, se) == pytest.approx(expect, abs=1e-15)
+    assert blend_level(c, c + 0.4, se) == pytest.approx(c + 0.75 * 0.4)  # 3/4 of the way at 2 se
+    assert blend_level(c, 3.0, float("inf")) == c and blend_level(c, 3.0, float("nan")) == c
+
+
+def test_the_blend_trades_the_switchs_error_where_the_plug_in_is_biased_by_about_its_noise():
+    # Monte Carlo of the two inputs as the rule sees them: c biased by b with little noise, a
+    # unbiased with standard error s. The default's switch (a where |a − c| > 2 s) leaves most of a
+    # bias of 0.5–3 s in place; the blend removes most of it. Unbiased c: both pay part of a's noise.
+    rng = np.random.default_rng(3)
+    s, n = 0.2, 20_000
+    for b in (0.0, 0.1, 0.2, 0.3, 0.4, 0.6):
+        c = b + rng.normal(scale=0.02, size=n)
+        a = rng.normal(scale=s, size=n)
+        blended = np.array([blend_level(ci, ai, s) for ci, ai in zip(c, a)])
+        switch = np.where(np.abs(a - c) > TEST_Z * s, a, c)
+        mse_c, mse_a, mse_blend, mse_switch = ((v ** 2).mean() for v in (c, a, blended, switch))
+        if b == 0.0:
+            assert mse_switch < mse_blend < 0.4 * mse_a  # c was right: the blend pays a bit more
+        else:
+            assert mse_blend < 0.9 * mse_switch and mse_blend < 1.5 * mse_a
+        if b == s:
+            assert mse_blend < min(mse_a, mse_c)
+
+
+def test_the_blend_rule_is_the_default_within_one_se_and_refits_the_scale_given_its_level():
+    rng = np.random.default_rng(7)
+    x, t, y, e, mu0, tau = confounded(4000, rng, lambda x: np.full(len(x), 2.0) + 0.5 * x[:, 1])
+    leak = 0.8 * (x[:, 0] + 1.0)  # a confounded plug-in, as in the level test above
+    args = (y, t, mu0 - 0.5 * leak, mu0 + tau + 0.5 * leak, e, float((tau + leak).mean()))
+    a, _, se = rloss_level(*args)
+    rule = shrink_rule(*args, level="blend")
+    assert rule["level"] == pytest.approx(blend_level(args[-1], a, se)) and rule["level_rloss"] == a
+    ref = minimize_scalar(lambda lam: rloss(lam, *args, level=rule["level"]), bounds=(0, 1), method="bounded",
+                          options={"xatol": 1e-10}).x
+    assert scale_given_level(*args, rule["level"]) == pytest.approx(ref, abs=1e-6)
+    assert scale_given_level(*args, args[-1]) == rloss_scale(*args)
+    # Right μ̂: |a − c| within one se on most draws, and there the rule is the default's exactly.
+    same = 0
+    for r in range(40):
+        x, t, y, e, mu0, tau = confounded(300, np.random.default_rng(300 + r), lambda x: 1 + x[:, 1])
+        args = (y, t, mu0, mu0 + tau, e, float(tau.mean()))
+        a, _, se = rloss_level(*args)
+        if abs(a - args[-1]) <= se:
+            same += 1
+            assert shrink_rule(*args, level="blend") == shrink_rule(*args)
+    assert same >= 20
+
+
+def test_shrink_level_blend_reaches_the_trained_runs_scale(heterogeneous):
+    from csna import CSNAEstimator
+
+    plain, _, x = heterogeneous
+    es = plain.run_.effect_scale
+    assert es["level_rloss"][0] is not None
+    rng = np.random.default_rng(6)
+    xx, t, y, *_ = confounded(800, rng, lambda x: 1.0 + 2.0 * x[:, 0])
+    fit = {**TINY_FIT, "phase1__epochs": 12}
+    blended = CSNAEstimator(**fit, train__shrink_level="blend").fit(y, t, X=xx).run_.effect_scale
+    assert blended["level_rloss"] == es["level_rloss"] and blended["centre"] == es["centre"]
+    assert blended["level"][0] == pytest.approx(blend_level(es["centre"][0], es["level_rloss"][0], es["level_se"][0]))

@@ -239,6 +239,10 @@ class TrainConfig:
     # is noisier than the mean of all of them). Off: on fresh tuning fits it overshot
     # (benchmarks/RESULTS.md, Session 17).
     shrink_reliability: bool = False
+    # The shrinkage's level (csna.shrink.shrink_rule): "test" keeps the plug-in level unless the
+    # R-loss level rejects it at 2 standard errors; "blend" combines the two by their precision
+    # (csna.shrink.blend_level; Session 18's candidate, benchmarks/RESULTS.md).
+    shrink_level: str = "test"
 
 
 @dataclass

@@ -28,6 +28,7 @@ VALID = {
     "train.causal_reference": ("ipw", "aipw"),
     "train.effect_shrink": ("rloss", "scale", "none"),
     "train.shrink_outcome": ("select", "ensemble", "direct"),
+    "train.shrink_level": ("test", "blend"),
 }
 
 

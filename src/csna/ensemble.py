@@ -109,7 +109,8 @@ def train_run(cfg: Config, data: CausalData | None = None, run_dir: str | Path |
         ho = held_out(run, run.data)
         run.effect_scale = None if ho is None else fit_effect_scale(
             ho, run.prep.n_treatments, run.prep.outcome_type, cfg.train.seed, tests=cfg.train.effect_shrink == "rloss",
-            outcome=cfg.train.shrink_outcome, reliability=cfg.train.shrink_reliability)
+            outcome=cfg.train.shrink_outcome, reliability=cfg.train.shrink_reliability,
+            level=cfg.train.shrink_level)
         if run.run_dir is not None and dist_current().is_main:
             write_effect_scale(run.run_dir, run.effect_scale)
     if run.members:
