@@ -14,7 +14,7 @@ its own (``member_splits``, the function csna's ensemble uses):
   its fit costs the sum of theirs.
 
 Member 0 is therefore the single peer itself: same seed, same split, same grid (checked bit for
-bit in ``tests/test_neural_ens.py``). The benches fit it once and score it twice
+bit in ``tests/test_bench_peers.py``). The benches fit it once and score it twice
 (``EnsembleFit.members``; ``csna.bench.run.pair_singles``), which saves a fifth of the neural
 peers' cost and changes no figure.
 
