@@ -55,14 +55,9 @@ def score_fit(path: Path) -> dict:
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     if sys.argv[1] == "--table":
-        from outcome_nuisance import table
-        from tau_correction import read_fits, worst_fit
+        from tau_correction import candidate_table
 
-        lines, sets = read_fits(sys.argv[2])
-        for d in sorted({r["dir"] for r in lines}):
-            sets[d] = lambda r, d=d: r["dir"] == d
-        table(lines, "lam_reliability", sets)
-        ratio, fit = worst_fit(lines, "lam_reliability")
+        lines, ratio, fit = candidate_table(sys.argv[2], "lam_reliability")
         print(f"λ changed on {sum(r['lambda_new'] != r['lambda'] for r in lines)} of {len(lines)} fits; worst "
               f"√PEHE_out ratio {ratio:.3f} ({fit})")
         print("\n| fit | λ (se) | ρ | λ new | λ oracle | √PEHE_out default → new |\n|---|---|---:|---:|---:|---|")

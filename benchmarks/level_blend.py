@@ -39,14 +39,9 @@ def score_fit(path: Path) -> dict:
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     if sys.argv[1] == "--table":
-        from outcome_nuisance import table
-        from tau_correction import read_fits, worst_fit
+        from tau_correction import candidate_table
 
-        lines, sets = read_fits(sys.argv[2])
-        for d in sorted({r["dir"] for r in lines}):
-            sets[d] = lambda r, d=d: r["dir"] == d
-        table(lines, "level_blend", sets)
-        ratio, fit = worst_fit(lines, "level_blend")
+        lines, ratio, fit = candidate_table(sys.argv[2], "level_blend")
         changed = [r for r in lines if r["level_blend"] != r["default"]]
         print(f"changed on {len(changed)} of {len(lines)} fits; worst √PEHE_out ratio {ratio:.3f} ({fit})")
         print("\n| fit | c | a ± se | level default → blend | λ default → blend | true ATE (test) "

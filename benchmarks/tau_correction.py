@@ -112,6 +112,18 @@ def worst_fit(lines: list[dict], cand: str) -> tuple[float, str]:
     return ratios[i], lines[i]["fit"]
 
 
+def candidate_table(path: str, cand: str) -> tuple[list[dict], float, str]:
+    """Print ``cand``'s table against the default over the fits of ``path`` (a ``dump`` file),
+    with one set per directory of fits; return the fits and the worst √PEHE_out ratio and fit."""
+    from outcome_nuisance import table
+
+    lines, sets = read_fits(path)
+    for d in sorted({r["dir"] for r in lines}):
+        sets[d] = lambda r, d=d: r["dir"] == d
+    table(lines, cand, sets)
+    return (lines, *worst_fit(lines, cand))
+
+
 def read_fits(path: str) -> tuple[list[dict], dict]:
     """The JSON lines of ``dump`` and the sets of fits the tables report."""
     lines = [json.loads(s) for s in Path(path).read_text().splitlines() if s.strip()]
