@@ -125,7 +125,7 @@ def tasks_for(spec: BenchSpec, splits: dict[int, dict[str, list[int]]]) -> list[
 def pair_singles(tasks: list[Task]) -> list[Task]:
     """Drop each single neural peer's task whose ensembled peer runs on the same table and
     replication, and have that ensemble's task score its member 0 as the single peer: member 0
-    *is* the single peer (``neural_ens``), so the rows are the same at a fifth less cost."""
+    *is* the single peer (``neural_ens``), so the rows are the same at less cost."""
     from dataclasses import replace
 
     from .peers import ENSEMBLED, SINGLE_OF
