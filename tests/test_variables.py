@@ -131,7 +131,7 @@ def test_a_run_with_variable_nodes_leaves_a_named_acyclic_graph(tmp_path):
     assert bool(model.lattice.adjacency.frozen)
     assert acyclicity(a) < 1e-6
     # The links of the chain are found, in one direction or the other, and the outcome's strongest
-    # parent is the treatment, its only cause. (Spurious weaker edges remain: docs/architecture.md.)
+    # parent is the treatment, its only cause. (Weaker spurious edges may remain.)
     skeleton = (a + a.T) > 0
     assert skeleton[0, 1] and skeleton[1, 3] and skeleton[3, 4]
     assert a[:, 4].argmax() == 3

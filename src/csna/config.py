@@ -227,7 +227,7 @@ class TrainConfig:
     ensemble_workers: int = 0
     # After training, scale τ̂(x) about its mean by the λ in [0, 1] that the R-loss of the rows
     # held out from the members picks, and move its level to the R-loss level where the held-out
-    # rows reject the plug-in one (csna.shrink, docs/architecture.md); "scale": λ only;
+    # rows reject the plug-in one (csna.shrink, docs/effect_shrinkage.md); "scale": λ only;
     # "none" keeps τ̂.
     effect_shrink: str = "rloss"
     # The shrinkage's outcome nuisance m̂(x) = E[Y | x] (csna.shrink.outcome_arms): "select" the
