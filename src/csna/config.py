@@ -207,6 +207,11 @@ class TrainConfig:
     # Weigh the factual loss by 1 / (K·share of the received treatment), so a small arm (19%
     # treated on IHDP) counts as much as a large one, as TARNet and CFR do.
     balance_arms: bool = False
+    # Weigh each row's factual loss by its stabilised inverse-propensity weight P(T = t)/ê_t(x)
+    # (the cross-fitted logistic ê of L_causal's reference, clipped to [0.1, 10]): "ipw" fits each
+    # arm's head as if its rows covered the whole population, so μ̂_0 is fitted where the treated
+    # are (importance-weighted factual loss, Hassanpour & Greiner 2019); "none" (the default).
+    factual_weights: str = "none"
     # Weight of L_effect, the batch variance of τ̂(x) (csna.losses.effect_variance), in phases 1–3:
     # the prior that the effect is simpler than the outcome, so a counterfactual prediction far
     # from its arm's data follows the other arm's trend. 0 = off.

@@ -26,6 +26,7 @@ VALID = {
     "train.precision": ("fp32", "bf16"),
     "train.discrepancy": ("mmd", "wasserstein"),
     "train.causal_reference": ("ipw", "aipw"),
+    "train.factual_weights": ("none", "ipw"),
     "train.effect_shrink": ("rloss", "scale", "none"),
     "train.shrink_outcome": ("select", "ensemble", "direct"),
     "train.shrink_level": ("test", "blend"),

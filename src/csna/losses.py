@@ -392,10 +392,12 @@ def compute_parts(model: CSNAModel, out, batch: Split, phase_n: int, lambdas: di
                   step: int, stable_every: int, ctx: DistContext | None = None,
                   global_batch: Split | None = None, local: torch.Tensor | None = None,
                   metric: str = "mmd", arm_weight: torch.Tensor | None = None,
-                  causal_reference: str = "aipw") -> dict[str, torch.Tensor]:
+                  causal_reference: str = "aipw", ipw_task: bool = False) -> dict[str, torch.Tensor]:
     """Every part of L_total that this phase switches on and whose λ is non-zero.
 
     ``arm_weight`` (K,): weights of the factual loss by received treatment (``train.balance_arms``);
+    ``ipw_task``: the factual loss also weighted by the rows' inverse-propensity weights ``batch.w``
+    (``train.factual_weights: ipw``);
     ``causal_reference``: L_causal's reference (``causal_kl``, ``train.causal_reference``).
 
     In a data-parallel run (``ctx``), ``batch`` holds this rank's rows of ``global_batch``
@@ -407,11 +409,13 @@ def compute_parts(model: CSNAModel, out, batch: Split, phase_n: int, lambdas: di
     gb = global_batch if global_batch is not None else batch
     s = ctx.scale(len(batch), len(gb))
     kind = "multiclass" if model.n_classes > 2 else ("binary" if model.n_classes == 2 else "continuous")
-    if arm_weight is None:
+    w = None if arm_weight is None else arm_weight[batch.t]  # (B,) factual-loss weights, if any
+    if ipw_task and batch.w is not None:
+        w = batch.w if w is None else w * batch.w
+    if w is None:
         parts = {"task": task_loss(out.pred, batch.y, batch.t, kind) * s}
     else:
-        per = task_loss(out.pred, batch.y, batch.t, kind, reduction="none")  # (B,)
-        parts = {"task": (per * arm_weight[batch.t]).mean() * s}
+        parts = {"task": (task_loss(out.pred, batch.y, batch.t, kind, reduction="none") * w).mean() * s}
     on = lambda name: name in ph.losses and lambdas.get(name, 0.0) > 0  # noqa: E731
     if on("causal") or ("causal" in ph.losses and gb.w is not None):
         # With λ_causal = 0 the term is still computed, without a gradient, for the logs (the

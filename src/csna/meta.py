@@ -321,7 +321,8 @@ def meta_loss(tr: Trainer, batch: Split, noise: torch.Tensor | None, costs: torc
     if pc.finetune_backbone:
         lam = {k: getattr(pc, f"lambda_{k}") for k in ("causal", "geometric", "dc", "dis", "stable")}
         parts = L.compute_parts(model, out, batch, 4, lam, step, pc.stable_every, tr.ctx, batch_g, local,
-                                tr.cfg.train.discrepancy, tr.arm_weight, tr.cfg.train.causal_reference)
+                                tr.cfg.train.discrepancy, tr.arm_weight, tr.cfg.train.causal_reference,
+                                tr.cfg.train.factual_weights == "ipw")
         total_loss, _ = L.total_loss(parts, lam)
         loss = loss + total_loss
         logs["loss/total"] = float(total_loss.detach())

@@ -325,7 +325,8 @@ class Trainer:
                         out = self.fwd(batch.x, depth=ph.depth)
                     parts = L.compute_parts(model, out, batch, n, lam, step, getattr(pc, "stable_every", 1),
                                             self.ctx, batch_g, local, self.cfg.train.discrepancy,
-                                            self.arm_weight, self.cfg.train.causal_reference)
+                                            self.arm_weight, self.cfg.train.causal_reference,
+                                            self.cfg.train.factual_weights == "ipw")
                     total_loss, reg = L.total_loss(parts, lam)
                     prop_loss = model.propensity_loss(out, batch.t) * self.ctx.scale(len(batch), len(batch_g))
                 ok = bool(torch.isfinite(total_loss))
