@@ -174,6 +174,10 @@ def test_gate_calibration_picks_the_best_threshold_within_the_guards():
     trainer.fit((1, 2, 3, 4))
     model = trainer.model
     costs = model.block_costs.clone()
+    # Phase 4's rows, built once before the controller moves (CalibrationRows with frozen paths):
+    # they must choose as the rows computed afresh do, with the controller as it is now.
+    frozen = {c: meta.CalibrationRows(trainer, c, frozen=True) for c in (0.0, 1.0)}
+    assert all(r.paths is not None for r in frozen.values())
     with torch.no_grad():  # utilities spread over (0, 1), so thresholds give different gates
         model.utility.actor[-1].bias.fill_(0.0)
         model.utility.actor[-1].weight.mul_(4.0)
@@ -192,7 +196,10 @@ def test_gate_calibration_picks_the_best_threshold_within_the_guards():
     for limit, tol, ctol in [(full_loss + 1e-3, 1e-3, 0.0), (full_loss + 0.2, 0.05, 0.0), (1e9, 1e9, 0.0),
                              (1e9, 1e9, mid)]:
         ok = {t: c for t, c in checks.items() if c[0] <= limit and c[1] <= tol and (ctol == 0 or c[3] <= ctol)}
+        cached = meta.calibrate_gates(trainer, costs, 0.5, limit, tol, ctol, frozen[1.0 if ctol else 0.0])
         cal = meta.calibrate_gates(trainer, costs, 0.5, limit, tol, ctol)
+        assert cached.threshold == cal.threshold and cached.passed == cal.passed
+        assert cached[:1] + cached[2:5] == pytest.approx(cal[:1] + cal[2:5], rel=1e-5, abs=1e-7)
         t = cal.threshold
         picks.append(t)
         assert cal.passed == bool(ok)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from csna.config import ModelConfig
-from csna.gate_sweep import hard_gate_sweep, sweep_rows
+from csna.gate_sweep import GatePaths, hard_gate_sweep, sweep_rows
 from csna.meta import GATE_THRESHOLDS
 from csna.model import CSNAModel
 
@@ -67,3 +67,25 @@ def test_threshold_zero_runs_every_block_and_one_above_every_utility_runs_none()
     assert torch.all(gates[0] == 1) and torch.all(gates[1] == 0)
     torch.testing.assert_close(pred[0], full, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(pred[1], none, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_classes, K", [(0, 2), (3, 3)])
+def test_paths_built_once_follow_a_controller_that_keeps_training(n_classes, K):
+    """GatePaths holds every path of a frozen backbone; its sweep must equal hard_gate_sweep
+    with the controller as it is at the time of the sweep, not as it was when the paths were built."""
+    m = _model(n_classes, K)
+    x = torch.randn(200, 5)
+    with torch.no_grad():
+        z = m.encoder(x)
+        paths = GatePaths(m, z, batch=64)  # chunks of another size than the sweep's
+        assert paths.leaves.shape[0] == 2 ** m.n_blocks
+        seen = []
+        for _ in range(3):
+            ref_pred, ref_gates = _one_by_one(m, x, z)
+            pred, gates = paths.sweep(m, GATE_THRESHOLDS)
+            assert torch.equal(gates, ref_gates)
+            torch.testing.assert_close(pred, ref_pred, rtol=1e-5, atol=1e-6)
+            seen.append(ref_gates)
+            for q in m.utility.actor.parameters():  # the controller moves; the backbone does not
+                q.add_(0.5 * torch.randn_like(q))
+    assert not torch.equal(seen[0], seen[-1])  # the controller's moves changed the gates, so the test can fail

@@ -10,7 +10,8 @@ this module gives csna's by the same rule, phase by phase and member by member:
   phase 1 also encodes its 256-row stability probe each epoch;
 - phase 4: one actor-critic step (``meta.meta_loss``: the sampled and the full pass, backward),
   times its steps; the gate calibration on the validation rows (``meta.calibrate_gates``) once
-  per epoch and once before the first;
+  per epoch and once before the first, and, with the backbone frozen, the paths it reads
+  (``meta.CalibrationRows``) once;
 - summed over the ensemble's members, each on its own training and validation rows.
 
 Counted by ``torch.utils.flop_counter.FlopCounterMode`` on a copy of each trained member, after
@@ -91,7 +92,7 @@ def step_flops(tr, n: int, batch: Split, costs: torch.Tensor | None = None) -> f
 def member_flops(member: Run, data, device: torch.device | None = None) -> float:
     """FLOPs of one trained member's four phases (module docstring); ``data`` holds the rows its
     ``splits`` index."""
-    from .meta import calibrate_gates
+    from .meta import CalibrationRows, calibrate_gates
 
     counts = member.phase_counts
     if not counts:
@@ -131,7 +132,11 @@ def member_flops(member: Run, data, device: torch.device | None = None) -> float
             inf = float("inf")
             total += steps_flops(4, steps, costs)
             total += _count(lambda: tr.validation_loss(3))
-            total += (epochs + 1) * _count(lambda: calibrate_gates(tr, costs, pc.eta, inf, inf, pc.cate_tolerance))
+            rows = []  # with the backbone frozen, the calibration's rows and gate paths are built once
+            if not pc.finetune_backbone:
+                total += _count(lambda: rows.append(CalibrationRows(tr, pc.cate_tolerance, frozen=True)))
+            cal = lambda: calibrate_gates(tr, costs, pc.eta, inf, inf, pc.cate_tolerance, *rows)  # noqa: E731
+            total += (epochs + 1) * _count(cal)
     model.zero_grad(set_to_none=True)
     return total
 

@@ -89,3 +89,55 @@ def sweep_rows(model: CSNAModel, z: Tensor, thresholds: Sequence[float], depth: 
     large validation sample never becomes one huge batch. Returns preds (nT, B, …), gates (nT, B, nb)."""
     parts = [hard_gate_sweep(model, z[i:i + batch], thresholds, depth) for i in range(0, z.shape[0], batch)]
     return torch.cat([p for p, _ in parts], dim=1), torch.cat([g for _, g in parts], dim=1)
+
+
+class GatePaths:
+    """Every hard-gate path of some rows through a frozen backbone, computed once, so that
+    each later sweep over thresholds only re-reads the controller.
+
+    In phase 4 only the controller trains (unless ``phase4.finetune_backbone``): the blocks,
+    the graph and the heads are fixed, so the state of a row after any set of run and skipped
+    blocks is fixed too. With nb gated blocks a row has 2^nb paths, and the states before block i
+    are the 2^i ways the earlier blocks went. This holds, for every row, each of those states
+    pooled over nodes (what the utility reads) and each path's prediction: 2^(nb+1) − 1 block
+    computations per row, once per phase, where every calibration's ``hard_gate_sweep`` ran
+    about nb × 2 of them (and the encoder) again after each of phase 4's epochs. ``sweep`` then
+    computes only the utilities and follows each threshold's path, so it gives
+    ``hard_gate_sweep``'s gates and predictions of the current controller (up to the last bits of
+    a row computed in a batch of another size; ``tests/test_gate_sweep.py``).
+
+    Memory: (2^nb − 1) pooled states (n, d) and 2^nb predictions (n, K[, C]), computed
+    ``batch`` rows at a time; nb is 4 by default.
+    """
+
+    def __init__(self, model: CSNAModel, z: Tensor, depth: int = 3, batch: int = 8192):
+        _, lattice_fns, attention_fns = model.block_fns(depth)
+        self.n_blocks = len(lattice_fns) + len(attention_fns)
+        fns = lattice_fns + attention_fns
+        pooled: list[list[Tensor]] = [[] for _ in fns]  # per block, per chunk: (2^i, b, d)
+        leaves: list[Tensor] = []  # per chunk: (2^nb, b, K[, C])
+        with torch.no_grad():
+            for start in range(0, z.shape[0], batch):
+                states = [z[start:start + batch]]  # node j of level i: bit m of j (from the top) = block m ran
+                for i, fn in enumerate(fns):
+                    pooled[i].append(torch.stack([s.mean(dim=1) for s in states]))
+                    states = [nxt for s in states for nxt in (s, fn(s))]  # child 2j skips, 2j + 1 runs
+                leaves.append(torch.stack([model.heads["outcome"](s.mean(dim=1)) for s in states]))
+        self.pooled = [torch.cat(p, dim=1) for p in pooled]  # block i: (2^i, n, d)
+        self.leaves = torch.cat(leaves, dim=1)  # (2^nb, n, K) or (2^nb, n, K, C)
+
+    @torch.no_grad()
+    def sweep(self, model: CSNAModel, thresholds: Sequence[float]) -> tuple[Tensor, Tensor]:
+        """``hard_gate_sweep(model, z, thresholds)`` for the rows this was built on, with the
+        model's current controller. Returns preds (nT, n, …), gates (nT, n, nb)."""
+        n_rows = self.leaves.shape[1]
+        thr = torch.tensor(list(thresholds), dtype=model.gate_threshold.dtype, device=self.leaves.device)  # (nT,)
+        node = torch.zeros(len(thr), n_rows, dtype=torch.long, device=self.leaves.device)  # (nT, n)
+        gates = []
+        for i, p in enumerate(self.pooled):
+            u = model.utility.utility_pooled(p.reshape(-1, p.shape[-1]), i).view(p.shape[0], n_rows)  # (2^i, n)
+            run = u.gather(0, node) >= thr.unsqueeze(1)  # (nT, n)
+            gates.append(run.to(self.leaves.dtype))
+            node = 2 * node + run.long()
+        rows = torch.arange(n_rows, device=self.leaves.device)
+        return self.leaves[node, rows.unsqueeze(0)], torch.stack(gates, dim=-1)

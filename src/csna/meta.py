@@ -19,17 +19,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import losses as L
-from .gate_sweep import sweep_rows
+from .gate_sweep import GatePaths, sweep_rows
 from .phases import PHASES, PhaseResult, learning_rate, set_trainable, warmup_steps
 from .sources import EVAL_BATCH, Split
 
 if TYPE_CHECKING:  # annotations only: train.py imports this module
+    from .model import CSNAModel
     from .train import Trainer
 
 # Hard-gate thresholds phase 4 chooses among on validation rows (calibrate_gates).
 GATE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 LOSS_SCALE_ROWS = 50_000  # training rows the phase-4 reward's loss scale is measured on, at most
 CATE_ROWS = 2048  # training rows (besides the validation rows) the effect-drift guard reads, at most
+PATH_CACHE_BLOCKS = 6  # GatePaths for up to this many gated blocks (2^(nb+1) − 1 block passes a row, once)
 _U_CLAMP = 1e-6
 
 
@@ -203,8 +205,10 @@ def run_meta_phase(tr: Trainer, resume: dict[str, Any] | None = None) -> PhaseRe
     # "train"/"val", of the outcome's own loss scale for "outcome".
     slack = st["loss_scale"] if pc.loss_unit == "outcome" else abs(full_val)
     limit = full_val + pc.loss_tolerance * slack
+    # With the backbone frozen, what calibration reads of it is computed once for the phase.
+    rows = None if pc.finetune_backbone else CalibrationRows(tr, pc.cate_tolerance, frozen=True)
     if st["best_state"] is None and st["epoch"] == 0 and st["step"] == 0:
-        cal = calibrate_gates(tr, costs, pc.eta, limit, pc.ate_tolerance, pc.cate_tolerance)
+        cal = calibrate_gates(tr, costs, pc.eta, limit, pc.ate_tolerance, pc.cate_tolerance, rows)
         st["best_val"] = cal.reward if cal.passed else -math.inf
         st["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     bar = tr.progress(total, "phase 4") if tr.progress else None
@@ -268,7 +272,7 @@ def run_meta_phase(tr: Trainer, resume: dict[str, Any] | None = None) -> PhaseRe
                 print(f"csna: warning: phase 4 epoch {epoch + 1}: utilities collapsed to '{side}' "
                       f"(entropy {ent:.3f} bits < {pc.collapse_entropy}); raise phase4.entropy_beta "
                       f"or change phase4.eta", file=sys.stderr)
-        cal = calibrate_gates(tr, costs, pc.eta, limit, pc.ate_tolerance, pc.cate_tolerance)
+        cal = calibrate_gates(tr, costs, pc.eta, limit, pc.ate_tolerance, pc.cate_tolerance, rows)
         val_reward, val_loss, drift = cal.reward, cal.loss, cal.ate_drift
         rec = {k: v / max(st["count"], 1) for k, v in st["sums"].items()}
         rec.update({"epoch": epoch + 1, "val/reward": val_reward, "val/task_gated": val_loss,
@@ -331,7 +335,7 @@ def meta_loss(tr: Trainer, batch: Split, noise: torch.Tensor | None, costs: torc
 
 @torch.no_grad()
 def calibrate_gates(tr: Trainer, costs: torch.Tensor, eta: float, limit: float, ate_tolerance: float,
-                    cate_tolerance: float = 0.0) -> GateCalibration:
+                    cate_tolerance: float = 0.0, rows: CalibrationRows | None = None) -> GateCalibration:
     """Set the hard-gate threshold to the one of GATE_THRESHOLDS with the best validation
     reward among those that pass every accuracy guard: gated validation loss ≤ ``limit``,
     ATE drift ≤ ``ate_tolerance`` and, when ``cate_tolerance`` > 0, an RMS shift of the
@@ -350,24 +354,17 @@ def calibrate_gates(tr: Trainer, costs: torch.Tensor, eta: float, limit: float, 
     √PEHE_gated ≤ √PEHE_full + RMS shift, bounding the shift by the model's error bounds
     the harm; it reads no outcome, so training rows count too.
 
+    ``rows``: ``CalibrationRows``, built once per phase; computed afresh when None.
+
     Returns:
         The chosen threshold's figures, or 0.5's when none passes (``passed`` False).
     """
     model, w = tr.model, tr.cfg.phase4.cf_weight
-    # The encoder's output does not depend on the gates: computed once, not once per bar
-    # (it is about 40% of a forward pass). Same chunks as _eval_pass, so the same numbers.
+    rows = CalibrationRows(tr, cate_tolerance, frozen=False) if rows is None else rows
+    ref, ref_x, extra, scale = rows.ref, rows.ref_x, rows.extra, rows.scale
     model.eval()
-    z_val = tr.encode(tr.val)
-    ref, _ = tr.eval_pass(tr.val, 3, "off", z_val)
-    extra = None
-    if cate_tolerance > 0:
-        scale = error_scale(ref, tr.val, tr.kind)
-        extra = tr.source.probe(CATE_ROWS)
-        z_x = tr.encode(extra)
-        ref_x, _ = tr.eval_pass(extra, 3, "off", z_x)
-    # Every threshold in one pass that shares what the thresholds have in common (csna.gate_sweep).
-    preds, all_gates = sweep_rows(model, z_val, GATE_THRESHOLDS, 3, EVAL_BATCH)  # (nT, n, …)
-    preds_x = sweep_rows(model, z_x, GATE_THRESHOLDS, 3, EVAL_BATCH)[0] if extra is not None else None
+    swept = rows.sweep(model)
+    (preds, all_gates), preds_x = swept[0], (swept[1][0] if extra is not None else None)  # (nT, n, …)
     found: dict[float, GateCalibration] = {}
     for j, t in enumerate(GATE_THRESHOLDS):
         pred, gates = preds[j], all_gates[j]
@@ -390,6 +387,36 @@ def calibrate_gates(tr: Trainer, costs: torch.Tensor, eta: float, limit: float, 
     best = max(ok, key=lambda f: f.reward) if ok else found.get(0.5) or found[GATE_THRESHOLDS[0]]
     model.gate_threshold.fill_(best.threshold)
     return best
+
+
+class CalibrationRows:
+    """What ``calibrate_gates`` scores (the validation rows, and up to CATE_ROWS training rows for
+    the effect-drift guard) and the full model's predictions there. ``frozen`` (the backbone is
+    fixed in phase 4 by default): built once per phase, with every gate path (``GatePaths``), so a
+    calibration computes only the controller's utilities; else each sweep runs the blocks."""
+
+    def __init__(self, tr: Trainer, cate_tolerance: float, frozen: bool):
+        model = tr.model
+        model.eval()
+        z_val = tr.encode(tr.val)  # the encoder's output does not depend on the gates
+        self.ref, _ = tr.eval_pass(tr.val, 3, "off", z_val)
+        self.extra, self.ref_x, self.scale, self.z = None, None, 1.0, [z_val]
+        if cate_tolerance > 0:
+            self.scale = error_scale(self.ref, tr.val, tr.kind)
+            self.extra = tr.source.probe(CATE_ROWS)
+            z_x = tr.encode(self.extra)
+            self.ref_x, _ = tr.eval_pass(self.extra, 3, "off", z_x)
+            self.z.append(z_x)
+        self.paths = None
+        if frozen and model.n_blocks <= PATH_CACHE_BLOCKS:
+            self.paths = [GatePaths(model, z, 3, EVAL_BATCH) for z in self.z]
+            self.z = []
+
+    def sweep(self, model: CSNAModel) -> list[tuple[Tensor, Tensor]]:
+        """(preds (nT, n, …), gates (nT, n, nb)) at every GATE_THRESHOLDS, per set of rows."""
+        if self.paths is not None:
+            return [p.sweep(model, GATE_THRESHOLDS) for p in self.paths]
+        return [sweep_rows(model, z, GATE_THRESHOLDS, 3, EVAL_BATCH) for z in self.z]
 
 
 @torch.no_grad()

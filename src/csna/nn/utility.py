@@ -29,7 +29,10 @@ class MetaUtility(nn.Module):
 
     def utility(self, state: torch.Tensor, block: int) -> torch.Tensor:
         """Args: state (B, k, d) before block ``block``. Returns u (B,) in (0, 1)."""
-        pooled = state.mean(dim=1)  # (B, d)
+        return self.utility_pooled(state.mean(dim=1), block)
+
+    def utility_pooled(self, pooled: torch.Tensor, block: int) -> torch.Tensor:
+        """``utility`` from the state's mean over nodes, pooled (B, d). Returns u (B,)."""
         emb = self.embed.weight[block].expand_as(pooled)  # (B, d)
         return torch.sigmoid(self.actor(torch.cat([pooled, emb], dim=-1)).squeeze(-1))  # (B,)
 
