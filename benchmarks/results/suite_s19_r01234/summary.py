@@ -7,8 +7,6 @@ doubly-robust and pointwise interval coverage, and the wall time of csna's fits.
 """
 import sys
 
-import numpy as np
-import pandas as pd
 
 from csna.bench import suite_report as SR
 
