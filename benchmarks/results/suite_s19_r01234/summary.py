@@ -16,14 +16,16 @@ blocks = {"0-4": df, "0-2": df[df["replication"] <= 2], "3-4": df[df["replicatio
 for name, d in ((k, v) for k, v in blocks.items() if len(v)):
     t = SR.summary_table(d, order)
     rank = list(t.index).index("csna") + 1
-    print(f"reps {name}: csna √PEHE_out ratio {t.loc['csna', 'sqrt_pehe_out:mean_ratio']:.3f} (rank {rank} of {len(t)}), "
-          f"ε_ATT_out {t.loc['csna', 'eps_att_out:mean_ratio']:.3f}, ε_ATE_out {t.loc['csna', 'eps_ate_out:mean_ratio']:.3f}")
-    print(t[["sqrt_pehe_out:mean_ratio", "eps_att_out:mean_ratio", "eps_ate_out:mean_ratio"]].head(5).round(2).to_string())
+    cols = ["sqrt_pehe_out:mean_ratio", "eps_att_out:mean_ratio", "eps_ate_out:mean_ratio"]
+    pehe, att, ate = (t.loc["csna", c] for c in cols)
+    print(f"reps {name}: csna √PEHE_out ratio {pehe:.3f} (rank {rank} of {len(t)}), ε_ATT_out {att:.3f}, ε_ATE_out {ate:.3f}")
+    print(t[cols].head(5).round(2).to_string())
 for metric in ("sqrt_pehe_out", "eps_att_out"):
     r = SR.ratio_to_best(SR.cell_means(df, metric, order))["csna"]
     print(f"{metric}: csna's cells above 1.5x:", r[r > 1.5].round(2).to_dict())
 r = SR.ratio_to_best(SR.cell_means(df, "eps_att_out", order))["csna"]
-print("eps_att_out ratio on the strongly confounded cells:", r[[c for c in order if "strong-conf" in c]].round(2).to_dict())
+strong = [c for c in order if "strong-conf" in c]
+print("eps_att_out ratio on the strongly confounded cells:", r[strong].round(2).to_dict())
 me = df[df["estimator"] == "csna"]
 print(f"csna rows {len(me)}: DR ATE covered {int(me['ate_dr_covered'].sum())}/{len(me)}, "
       f"ATT {int(me['att_dr_covered'].sum())}/{len(me)}; pointwise CATE coverage mean "
