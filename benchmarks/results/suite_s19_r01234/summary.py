@@ -18,7 +18,8 @@ for name, d in ((k, v) for k, v in blocks.items() if len(v)):
     rank = list(t.index).index("csna") + 1
     cols = ["sqrt_pehe_out:mean_ratio", "eps_att_out:mean_ratio", "eps_ate_out:mean_ratio"]
     pehe, att, ate = (t.loc["csna", c] for c in cols)
-    print(f"reps {name}: csna √PEHE_out ratio {pehe:.3f} (rank {rank} of {len(t)}), ε_ATT_out {att:.3f}, ε_ATE_out {ate:.3f}")
+    print(f"reps {name}: csna √PEHE_out ratio {pehe:.3f} (rank {rank} of {len(t)}), "
+          f"ε_ATT_out {att:.3f}, ε_ATE_out {ate:.3f}")
     print(t[cols].head(5).round(2).to_string())
 for metric in ("sqrt_pehe_out", "eps_att_out"):
     r = SR.ratio_to_best(SR.cell_means(df, metric, order))["csna"]
