@@ -69,6 +69,10 @@ class ModelConfig:
     # latent: k anonymous nodes from an MLP; variables: one node per input variable plus a treatment
     # and an outcome node, the graph learned among them by phase 2's structure score (csna.nn.structure)
     nodes: str = "latent"
+    # variables only: a table with more input variables than this gets that many nodes at most,
+    # correlated variables sharing one (csna.node_groups); attention, causal RoPE and the structure
+    # score grow with the square of the nodes and PC faster still. 0: one node per variable always
+    max_variable_nodes: int = 32
     # variables only: "graph" feeds the outcome pathway only the columns of the optimal adjustment
     # set that phase 2's DAG implies (csna.nn.structure.adjustment_set); "all" feeds every column
     adjust: str = "all"

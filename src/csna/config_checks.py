@@ -87,6 +87,8 @@ def validate(cfg: Any) -> None:
         )
     if m.k < 2:
         raise ConfigError(f"config key 'model.k' must be >= 2, got {m.k}")
+    if m.max_variable_nodes < 0:
+        raise ConfigError(f"config key 'model.max_variable_nodes' must be >= 0 (0: no cap), got {m.max_variable_nodes}")
     if len(cfg.data.split) != 3 or abs(sum(cfg.data.split) - 1.0) > 1e-6 or min(cfg.data.split) <= 0:
         raise ConfigError("config key 'data.split' must be three positive fractions summing to 1, "
                           f"got {cfg.data.split}")

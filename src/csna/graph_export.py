@@ -33,6 +33,9 @@ def graph_record(model: CSNAModel) -> dict[str, Any]:
            "fixed_dag": bool(model.lattice.adjacency.frozen), "threshold": float(model.cfg.tau),
            "acyclicity": acyclicity(a), "weights_meaning": "A[source, target]: source is a parent of target; exact "
            "zeros (below the soft threshold tau, or pruned at the end of phase 2 with variable nodes) are not edges"}
+    if model.node_members is not None and any(len(mb) > 1 for mb in model.node_members):
+        # A table wider than model.max_variable_nodes: each node is a group of variables.
+        rec["members"] = {name: mb for name, mb in zip(names, model.node_members)}
     if model.structure is not None:
         # What the graph implies for treatment → outcome, and whether the outcome pathway reads only it.
         found = adjustment_set(a, model.k - 2, model.k - 1)

@@ -71,6 +71,9 @@ class CSNAModel(nn.Module):
                 raise ValueError("model.nodes = variables needs the node of each of the p feature columns")
             self.node_names, col_node = list(variables[0]), list(variables[1])
             m = len(self.node_names) - 2
+            # The input variables each node holds: one each, unless csna.node_groups merged some
+            # (then ``csna.prepare.build_model`` sets them).
+            self.node_members: list[list[str]] | None = [[n] for n in self.node_names[:m]]
             self.encoder = VariableTokenizer(col_node, m, cfg.d, 2 * cfg.d)
             self.k = m + 2
             # The structure score predicts the feature columns, then t and y, from their parents.
@@ -78,6 +81,7 @@ class CSNAModel(nn.Module):
         else:
             self.k = cfg.k
             self.node_names = [f"z{i}" for i in range(cfg.k)]
+            self.node_members = None
             extra = n_treatments - 1 if cfg.propensity_feature else 0
             self.encoder = CausalEncoder(p + extra, cfg.k, cfg.d, cfg.hidden, cfg.encoder_layers, cfg.dropout,
                                          cfg.z_norm)

@@ -20,6 +20,7 @@ from .splits import base_split_seed, split_seed
 from .propensity import CROSSFIT_ROWS, Propensity, fit_propensity
 from .data import CausalData, DataError, Preprocessor, ihdp, load_table, split_indices, synthetic
 from .model import CSNAModel
+from .node_groups import group_variables, grouped_nodes
 from .nn.variables import column_nodes
 from .sources import Split
 
@@ -58,6 +59,9 @@ class Prepared:
     # ê(x) on the features, fitted on the training rows (csna.propensity): the out-of-sample
     # weights of kl_do_ipw on the test rows. None in runs saved before it existed.
     propensity: Propensity | None = None
+    # Variable nodes on a table wider than model.max_variable_nodes: the variables of each node
+    # (csna.node_groups), chosen on the training rows. None: one node per variable.
+    node_groups: list[list[int]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {"preprocessor": self.pre.to_dict(), "outcome_type": self.outcome_type,
@@ -65,13 +69,17 @@ class Prepared:
                "y_mean": self.y_mean, "y_std": self.y_std, "impute": self.impute}
         if self.propensity is not None:
             out["propensity"] = self.propensity.to_dict()
+        if self.node_groups is not None:
+            out["node_groups"] = self.node_groups
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Prepared":
         prop = Propensity.from_dict(d["propensity"]) if d.get("propensity") else None
+        groups = [[int(j) for j in g] for g in d["node_groups"]] if d.get("node_groups") else None
         return cls(Preprocessor.from_dict(d["preprocessor"]), d["outcome_type"], int(d["n_treatments"]),
-                   int(d["n_classes"]), float(d["y_mean"]), float(d["y_std"]), dict(d.get("impute", {})), prop)
+                   int(d["n_classes"]), float(d["y_mean"]), float(d["y_std"]), dict(d.get("impute", {})), prop,
+                   groups)
 
     def features(self, X: pd.DataFrame) -> np.ndarray:
         """(n, p_out) float32 features, with the training medians filled in (for NaN and
@@ -110,8 +118,13 @@ def fit_preparation(cfg: Config, data: CausalData, train_idx: np.ndarray) -> Pre
     sub = np.arange(len(train_idx))
     if len(sub) > CROSSFIT_ROWS:
         sub = np.sort(np.random.default_rng(cfg.train.seed).choice(len(sub), CROSSFIT_ROWS, replace=False))
-    prep.propensity = fit_propensity(prep.features(Xtr.iloc[sub]), data.T[train_idx[sub]].astype(np.int64),
-                                     data.n_treatments)
+    feats = prep.features(Xtr.iloc[sub])
+    prep.propensity = fit_propensity(feats, data.T[train_idx[sub]].astype(np.int64), data.n_treatments)
+    cap = cfg.model.max_variable_nodes
+    if cfg.model.nodes == "variables" and cap:
+        names, col_node = column_nodes(pre.to_dict()["columns"])
+        if len(names) > cap:
+            prep.node_groups = group_variables(feats, col_node, len(names), cap, cfg.train.seed)
     return prep
 
 
@@ -140,11 +153,15 @@ def to_split(prep: Prepared, data: CausalData, idx: np.ndarray, device: torch.de
 
 
 def build_model(prep: Prepared, cfg: Config, device: torch.device) -> CSNAModel:
-    variables = None
+    variables, members = None, None
     if cfg.model.nodes == "variables":
         names, col_node = column_nodes(prep.pre.to_dict()["columns"])
+        if prep.node_groups is not None:  # a table wider than model.max_variable_nodes
+            names, col_node, members = grouped_nodes(names, col_node, prep.node_groups)
         variables = (names + [cfg.data.treatment, cfg.data.outcome], col_node)
     model = CSNAModel(len(prep.pre.feature_names_), prep.n_treatments, prep.n_classes, cfg.model, variables)
+    if members is not None:
+        model.node_members = members
     model.y_mean.fill_(prep.y_mean)
     model.y_std.fill_(prep.y_std)
     return model.to(device)

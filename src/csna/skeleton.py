@@ -25,12 +25,19 @@ PC_ROWS = 5000  # training rows the tests read
 
 
 def node_values(values: np.ndarray, col_node: np.ndarray, k: int) -> np.ndarray:
-    """(n, k) one value per node: its column, or for a one-hot variable the index of its category
-    (an ordinal code, since Fisher-z tests need one number per variable)."""
+    """(n, k) one value per node (Fisher-z tests need one number per variable): its column; for
+    a one-hot variable the index of its category (an ordinal code); for a group of variables
+    (``csna.node_groups``) the first principal component of their columns."""
+    from .node_groups import variable_values
+
     out = np.zeros((values.shape[0], k))
     for j in range(k):
         cols = np.flatnonzero(col_node == j)
-        out[:, j] = values[:, cols[0]] if len(cols) == 1 else values[:, cols].argmax(1) if len(cols) else 0.0
+        block = values[:, cols]
+        if len(cols) > 1 and np.isin(block, (0.0, 1.0)).all() and (block.sum(1) <= 1).all():
+            out[:, j] = block.argmax(1)
+        elif len(cols):
+            out[:, j] = variable_values(block, np.zeros(len(cols), dtype=np.int64), 1)[:, 0]
     return out
 
 

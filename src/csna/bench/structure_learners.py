@@ -69,8 +69,9 @@ def learn_csna(data: np.ndarray, mechanism: str, seed: int, overrides: tuple[str
     X = pd.DataFrame(data[:, :q - 2], columns=[f"x{i}" for i in range(q - 2)])
     t = (data[:, q - 2] > data[:, q - 2].mean()).astype(np.int64)
     cd = CausalData(X, t, data[:, q - 1].astype(np.float32), None, "continuous", 2, "structure-scm")
-    sets = ["model.nodes=variables", "train.ensemble=1", "phase3.epochs=0", "phase4.epochs=0",
-            "train.effect_shrink=none", "log.tensorboard=false", f"train.seed={seed}", *overrides]
+    # One node per variable whatever the width: the graph is scored against the SCM's variables.
+    sets = ["model.nodes=variables", "model.max_variable_nodes=0", "train.ensemble=1", "phase3.epochs=0",
+            "phase4.epochs=0", "train.effect_shrink=none", "log.tensorboard=false", f"train.seed={seed}", *overrides]
     cfg = load_config(None, sets)
     run = train_run(cfg, data=cd)
     a = run.model.lattice.adjacency().detach().cpu().numpy()  # (q, q), nodes in the table's order
