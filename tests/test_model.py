@@ -173,3 +173,19 @@ def test_encoder_nodes_are_layer_normed_only_when_asked(norm):
     else:
         torch.testing.assert_close(z, raw)
         assert not torch.allclose(raw.var(-1), torch.ones(50, 3), atol=0.1)  # the scale is kept
+
+
+def test_shared_outcome_head_adds_one_prognostic_function_to_every_arm():
+    from csna.nn.heads import OutcomeHeads
+
+    torch.manual_seed(0)
+    heads = OutcomeHeads(6, 3, hidden=8, shared=True)
+    rep = torch.randn(5, 6)
+    g = heads.shared(rep)  # (5, 1)
+    expected = torch.cat([h(rep) for h in heads.heads], dim=1) + g  # a loop over arms, by hand
+    assert torch.allclose(heads(rep), expected)
+    # A treated row's factual loss trains g, and so moves the control arm's prediction too.
+    heads(rep)[:, 1].sum().backward()
+    g0 = heads.heads[0][0].weight.grad
+    assert heads.shared[0].weight.grad.abs().sum() > 0 and (g0 is None or not g0.any())
+    assert OutcomeHeads(6, 3, hidden=8).shared is None  # off by default: TARNet's heads alone

@@ -86,6 +86,11 @@ class ModelConfig:
     # predicts treatment, the confounders among it. 0 = no such head. Its output is never used
     # as ê (the propensity head on the covariates is).
     propensity_rep: float = 0.0
+    # μ̂_t(x) = g(rep) + h_t(rep): a prognostic head g shared by every arm, fitted on all rows,
+    # plus one head per arm (Curth & van der Schaar's shared and private parts, 2021). Each arm's
+    # own head alone fits the x → y slope from its own rows and pulls its counterfactual towards
+    # its arm's mean under confounding; g learns the slope from both arms.
+    shared_head: bool = False
 
 
 @dataclass

@@ -99,7 +99,7 @@ class CSNAModel(nn.Module):
             for _ in range(cfg.attention_blocks)
         )
         self.heads = nn.ModuleDict({
-            "outcome": OutcomeHeads(cfg.d, n_treatments, n_classes, cfg.head_hidden, cfg.dropout),
+            "outcome": OutcomeHeads(cfg.d, n_treatments, n_classes, cfg.head_hidden, cfg.dropout, cfg.shared_head),
             "propensity": PropensityHead(p, n_treatments, cfg.head_hidden),
         })
         if cfg.propensity_rep > 0:

@@ -21,17 +21,24 @@ class OutcomeHeads(nn.Module):
     """TARNet-shaped: one small MLP per treatment, all evaluated on every row, so the
     counterfactual predictions come from the same pass as the factual one.
 
+    With ``shared``, a prognostic MLP g common to every arm is added to each arm's own:
+    μ̂_t = g(rep) + h_t(rep). g is fitted on every row, whatever its arm.
+
     Returns (B, K) means for a continuous outcome, (B, K, C) logits otherwise.
     """
 
-    def __init__(self, r: int, n_treatments: int, n_classes: int = 0, hidden: int = 64, dropout: float = 0.0):
+    def __init__(self, r: int, n_treatments: int, n_classes: int = 0, hidden: int = 64, dropout: float = 0.0,
+                 shared: bool = False):
         super().__init__()
         self.n_treatments, self.n_classes = n_treatments, n_classes
         out = n_classes if n_classes else 1
         self.heads = nn.ModuleList(_mlp(r, hidden, out, dropout) for _ in range(n_treatments))
+        self.shared = _mlp(r, hidden, out, dropout) if shared else None
 
     def forward(self, rep: torch.Tensor) -> torch.Tensor:
         outs = torch.stack([h(rep) for h in self.heads], dim=1)  # (B, K, C or 1)
+        if self.shared is not None:
+            outs = outs + self.shared(rep).unsqueeze(1)  # the same g for every arm
         return outs if self.n_classes else outs.squeeze(-1)  # (B, K, C) or (B, K)
 
 
