@@ -1,3 +1,4 @@
+import json
 import time
 
 import networkx as nx
@@ -328,3 +329,24 @@ def test_split_indices(stratify):
 def test_split_indices_bad_fractions():
     with pytest.raises(ValueError):
         split_indices(10, fractions=(0.5, 0.2, 0.2))
+
+
+def test_quantile_scaling_is_scikit_learns_and_survives_json():
+    from sklearn.preprocessing import QuantileTransformer
+
+    rng = np.random.default_rng(0)
+    skewed = np.exp(rng.normal(3, 0.8, 400)) * np.where(rng.random(400) < 0.02, 15.0, 1.0)
+    X = pd.DataFrame({"income": skewed, "flag": rng.integers(0, 2, 400), "site": rng.choice(["a", "b"], 400)})
+    pre = Preprocessor("quantile").fit(X)
+    new = pd.DataFrame({"income": [skewed.min() / 2, np.median(skewed), skewed.max() * 10, np.nan],
+                        "flag": [0, 1, 0, 1], "site": ["a", "b", "a", "b"]})
+    ref = QuantileTransformer(n_quantiles=400, output_distribution="normal").fit(skewed[:, None])
+    assert np.allclose(pre.transform(new)[:, 0], ref.transform(new[["income"]].to_numpy())[:, 0], atol=1e-6,
+                       equal_nan=True)
+    assert np.allclose(pre.transform(X)[:, 0], ref.transform(skewed[:, None])[:, 0], atol=1e-6)
+    assert np.abs(pre.transform(X)[:, 0]).max() < 5.3  # an outlier is one more extreme rank, not 15×
+    assert pre.transform(X)[:, 1].tolist() == X["flag"].tolist()  # binary and one-hot columns as before
+    again = Preprocessor.from_dict(json.loads(json.dumps(pre.to_dict())))
+    assert np.array_equal(again.transform(new), pre.transform(new), equal_nan=True)
+    with pytest.raises(ValueError, match="numeric"):
+        Preprocessor("log")

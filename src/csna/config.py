@@ -32,6 +32,10 @@ class DataConfig:
     split: list[float] = field(default_factory=lambda: [0.63, 0.27, 0.10])
     split_seed: int = -1  # -1: use train.seed
     impute: bool = False  # fill NaN covariates with training medians instead of failing
+    # Continuous covariates into the network: "standard" (x − mean) / sd, or "quantile", the normal
+    # scores of their training ranks (scikit-learn's QuantileTransformer, as tabular deep learning
+    # commonly preprocesses; Gorishniy et al. 2021): skewed columns and outliers squashed
+    numeric_scaling: str = "standard"
     stream: bool = False  # read a CSV / Parquet table chunk by chunk (bounded memory) instead of loading it
     stream_fit_rows: int = 100000  # streamed: training rows the preprocessing and outcome scaling are fitted on
     stream_eval_rows: int = 20000  # streamed: validation and test rows kept in memory (each) for selection and metrics

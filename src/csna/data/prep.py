@@ -64,16 +64,35 @@ def _as_str(col: pd.Series) -> pd.Series:
     return col.astype(object).where(col.notna(), None).map(lambda v: None if v is None else str(v))
 
 
+QUANTILES = 1000  # at most this many quantiles of a column kept by the "quantile" scaling
+
+
+def _quantile_map(values: np.ndarray, quantiles: list[float]) -> np.ndarray:
+    """scikit-learn's QuantileTransformer (normal output) of one column, rebuilt from its
+    fitted quantiles: the transform is kept as plain numbers in preprocess.json, not a pickle."""
+    from sklearn.preprocessing import QuantileTransformer
+
+    q = np.asarray(quantiles, dtype=np.float64)[:, None]  # (n_quantiles, 1)
+    qt = QuantileTransformer(n_quantiles=len(q), output_distribution="normal")
+    qt.quantiles_, qt.references_, qt.n_features_in_ = q, np.linspace(0, 1, len(q)), 1
+    return qt.transform(values[:, None])[:, 0]
+
+
 class Preprocessor:
     """Standardises continuous columns, keeps binary ones as 0/1, one-hot encodes the rest.
 
     Numeric columns with more than 2 distinct values: (x - mean) / std (population std of
-    the fit data; 0 becomes 1). Numeric columns with at most 2 values {lo, hi}: (x - lo) /
-    (hi - lo), i.e. 0/1. Bool, string and categorical columns: one output "col=value" per
-    category seen at fit; an unknown category gives all zeros.
+    the fit data; 0 becomes 1), or with ``numeric="quantile"`` the normal scores of their
+    training ranks (scikit-learn's QuantileTransformer: skew and outliers squashed, a value
+    beyond the training range maps to the extreme score). Numeric columns with at most 2 values
+    {lo, hi}: (x - lo) / (hi - lo), i.e. 0/1. Bool, string and categorical columns: one output
+    "col=value" per category seen at fit; an unknown category gives all zeros.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, numeric: str = "standard") -> None:
+        if numeric not in ("standard", "quantile"):
+            raise ValueError(f"numeric must be standard or quantile, got {numeric!r}")
+        self.numeric = numeric
         self.input_columns_: list[str] = []
         self.feature_names_: list[str] = []
         self._specs: list[dict] = []
@@ -90,7 +109,13 @@ class Preprocessor:
             values = col.to_numpy(dtype=np.float64, na_value=np.nan)
             values = values[np.isfinite(values)]
             distinct = np.unique(values)
-            if len(distinct) > 2:
+            if len(distinct) > 2 and self.numeric == "quantile":
+                from sklearn.preprocessing import QuantileTransformer
+
+                qt = QuantileTransformer(n_quantiles=min(QUANTILES, len(values)), output_distribution="normal",
+                                         subsample=10**9).fit(values[:, None])
+                specs.append({"name": str(name), "kind": "quantile", "quantiles": qt.quantiles_[:, 0].tolist()})
+            elif len(distinct) > 2:
                 std = float(values.std())
                 specs.append({"name": str(name), "kind": "standard", "shift": float(values.mean()),
                               "scale": std if std > 0 else 1.0})
@@ -138,7 +163,10 @@ class Preprocessor:
                 except (TypeError, ValueError):
                     raise DataError(f"column '{s['name']}' must be numeric as in training, "
                                     f"got dtype {col.dtype}") from None
-                out[:, j] = (values - s["shift"]) / s["scale"]
+                if s["kind"] == "quantile":
+                    out[:, j] = _quantile_map(values, s["quantiles"])
+                else:
+                    out[:, j] = (values - s["shift"]) / s["scale"]
                 j += 1
         return out
 
@@ -155,7 +183,8 @@ class Preprocessor:
             raise DataError(f"not a Preprocessor v{_FORMAT_VERSION} dict: keys {sorted(d)}")
         allowed = {"onehot": {"name", "kind", "categories"},
                    "standard": {"name", "kind", "shift", "scale"},
-                   "binary": {"name", "kind", "shift", "scale"}}
+                   "binary": {"name", "kind", "shift", "scale"},
+                   "quantile": {"name", "kind", "quantiles"}}
         for s in d["columns"]:
             if allowed.get(s.get("kind")) != set(s):
                 raise DataError(f"bad Preprocessor column spec: {s}")
