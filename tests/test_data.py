@@ -350,3 +350,12 @@ def test_quantile_scaling_is_scikit_learns_and_survives_json():
     assert np.array_equal(again.transform(new), pre.transform(new), equal_nan=True)
     with pytest.raises(ValueError, match="numeric"):
         Preprocessor("log")
+
+
+def test_auto_scaling_squashes_only_the_skewed_columns():
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({"income": np.exp(rng.normal(3, 1.0, 500)), "height": rng.normal(170, 10, 500)})
+    kinds = [s["kind"] for s in Preprocessor("auto").fit(X).to_dict()["columns"]]
+    assert kinds == ["quantile", "standard"]
+    # No skewed column: exactly the standard preprocessing, so such tables are unchanged.
+    assert Preprocessor("auto").fit(X[["height"]]).to_dict() == Preprocessor().fit(X[["height"]]).to_dict()

@@ -34,7 +34,8 @@ class DataConfig:
     impute: bool = False  # fill NaN covariates with training medians instead of failing
     # Continuous covariates into the network: "standard" (x − mean) / sd, or "quantile", the normal
     # scores of their training ranks (scikit-learn's QuantileTransformer, as tabular deep learning
-    # commonly preprocesses; Gorishniy et al. 2021): skewed columns and outliers squashed
+    # commonly preprocesses; Gorishniy et al. 2021): skewed columns and outliers squashed; "auto",
+    # quantile for columns with |training skewness| > 2 (csna.data.prep.SKEW_QUANTILE), standard otherwise
     numeric_scaling: str = "standard"
     stream: bool = False  # read a CSV / Parquet table chunk by chunk (bounded memory) instead of loading it
     stream_fit_rows: int = 100000  # streamed: training rows the preprocessing and outcome scaling are fitted on

@@ -16,7 +16,7 @@ class ConfigError(ValueError):
 
 VALID = {
     "data.outcome_type": ("auto", "continuous", "binary", "multiclass"),
-    "data.numeric_scaling": ("standard", "quantile"),
+    "data.numeric_scaling": ("standard", "quantile", "auto"),
     "model.positional": ("causal", "sequence", "none"),
     "model.nodes": ("latent", "variables"),
     "model.adjust": ("all", "graph"),
