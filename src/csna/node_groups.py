@@ -4,7 +4,7 @@ share a node (``model.nodes: variables``; issue 19, item 4).
 Shape alphabet: n rows, p feature columns, m input variables, g groups (g ≤ cap).
 
 One node per variable makes attention, causal RoPE and the structure score grow with m², and
-the PC skeleton faster still: at m = 100 a training step cost 27× a step at m = 25 and the
+the PC skeleton faster still: at m = 100 a training step cost 12× a step at m = 25 and the
 skeleton took minutes. So a table with more variables than the cap is coarsened before the
 model is built: variables are clustered by the absolute Spearman correlation of their values
 on the training rows (complete linkage, scipy's hierarchical clustering) and each cluster

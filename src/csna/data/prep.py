@@ -92,9 +92,9 @@ class Preprocessor:
     training ranks (scikit-learn's QuantileTransformer: skew and outliers squashed, a value
     beyond the training range maps to the extreme score); ``numeric="auto"``: the quantile
     scaling where the training skewness exceeds ``SKEW_QUANTILE``, standardised otherwise.
-    Numeric columns with at most 2 values
-    {lo, hi}: (x - lo) / (hi - lo), i.e. 0/1. Bool, string and categorical columns: one output
-    "col=value" per category seen at fit; an unknown category gives all zeros.
+    Numeric columns with at most 2 values {lo, hi}: (x - lo) / (hi - lo), i.e. 0/1. Bool,
+    string and categorical columns: one output "col=value" per category seen at fit; an
+    unknown category gives all zeros.
     """
 
     def __init__(self, numeric: str = "standard") -> None:
