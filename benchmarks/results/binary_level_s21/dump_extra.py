@@ -5,17 +5,18 @@ rule in rule.md: randomised-binary and binary-ihdp-cov.
 """
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from effect_shrink import dump  # noqa: E402
 
-from csna.bench.suite import _cell  # noqa: E402
+from csna.bench.suite import BASE, Cell  # noqa: E402
 
-EXTRA = (_cell("randomised-binary", "randomised treatment, binary outcome", confounding="randomised",
-               outcome="binary"),
-         _cell("binary-ihdp-cov", "IHDP covariates, binary outcome", covariates="ihdp", outcome="binary"))
+EXTRA = (Cell("randomised-binary", replace(BASE, confounding="randomised", outcome="binary"),
+              "randomised treatment, binary outcome"),
+         Cell("binary-ihdp-cov", replace(BASE, covariates="ihdp", outcome="binary"), "IHDP covariates, binary outcome"))
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
