@@ -67,10 +67,12 @@ class ModelConfig:
     positional: str = "causal"  # causal | sequence | none
     use_lattice: bool = True
     utility_hidden: int = 32
-    # LayerNorm each latent node z_i (design §3.1). Off by default: the norm discards each node's
-    # scale, how far a unit sits from the others; on IHDP tuning replications 1000-1039 the whole
-    # model went from √PEHE_out 0.938 to 0.782 without it (benchmarks/RESULTS.md).
+    # LayerNorm each latent node z_i (design §3.1). Off: the norm discards each node's scale; on
+    # IHDP tuning replications 1000-1039 √PEHE_out was 0.938 with it, 0.782 without (RESULTS.md).
     z_norm: bool = False
+    # What the outcome heads read: "mean" of the nodes, or "nodes", every node's vector side by
+    # side (k·d), so the pattern of the attention reaches the prediction (issue 19, Session 22)
+    readout: str = "mean"
     # latent: k anonymous nodes from an MLP; variables: one node per input variable plus a treatment
     # and an outcome node, the graph learned among them by phase 2's structure score (csna.nn.structure)
     nodes: str = "latent"
@@ -91,10 +93,9 @@ class ModelConfig:
     # predicts treatment, the confounders among it. 0 = no such head. Its output is never used
     # as ê (the propensity head on the covariates is).
     propensity_rep: float = 0.0
-    # μ̂_t(x) = g(rep) + h_t(rep): a prognostic head g shared by every arm, fitted on all rows,
-    # plus one head per arm (Curth & van der Schaar's shared and private parts, 2021). Each arm's
-    # own head alone fits the x → y slope from its own rows and pulls its counterfactual towards
-    # its arm's mean under confounding; g learns the slope from both arms.
+    # μ̂_t(x) = g(rep) + h_t(rep): a prognostic head g shared by every arm, fitted on all rows, plus
+    # one head per arm (Curth & van der Schaar 2021). An arm's own head fits the x → y slope from
+    # its rows alone and pulls its counterfactual towards its arm's mean; g learns it from both.
     shared_head: bool = False
 
 

@@ -19,6 +19,7 @@ VALID = {
     "data.numeric_scaling": ("standard", "quantile", "auto"),
     "model.positional": ("causal", "sequence", "none"),
     "model.nodes": ("latent", "variables"),
+    "model.readout": ("mean", "nodes"),
     "model.adjust": ("all", "graph"),
     "phase2.skeleton": ("pc", "none"),
     "scheduler": ("cosine", "plateau", "none"),

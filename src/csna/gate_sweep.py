@@ -74,7 +74,7 @@ def hard_gate_sweep(model: CSNAModel, z: Tensor, thresholds: Sequence[float],
         lanes = nxt
     preds = None
     for state, rows, member in lanes:
-        pred = model.heads["outcome"](state.mean(dim=1))  # (m, K) or (m, K, C)
+        pred = model.heads["outcome"](model.readout(state))  # (m, K) or (m, K, C)
         if preds is None:
             preds = pred.new_zeros((n_t, n_rows) + tuple(pred.shape[1:]))
         ti, ri = torch.nonzero(member.t(), as_tuple=True)
@@ -122,7 +122,7 @@ class GatePaths:
                 for i, fn in enumerate(fns):
                     pooled[i].append(torch.stack([s.mean(dim=1) for s in states]))
                     states = [nxt for s in states for nxt in (s, fn(s))]  # child 2j skips, 2j + 1 runs
-                leaves.append(torch.stack([model.heads["outcome"](s.mean(dim=1)) for s in states]))
+                leaves.append(torch.stack([model.heads["outcome"](model.readout(s)) for s in states]))
         self.pooled = [torch.cat(p, dim=1) for p in pooled]  # block i: (2^i, n, d)
         self.leaves = torch.cat(leaves, dim=1)  # (2^nb, n, K) or (2^nb, n, K, C)
 

@@ -98,12 +98,14 @@ class CSNAModel(nn.Module):
                                    cfg.positional, cfg.dropout)
             for _ in range(cfg.attention_blocks)
         )
+        # The heads read the nodes' mean (d) or every node side by side (k·d): ``readout``.
+        self.rep_dim = cfg.d * (self.k if cfg.readout == "nodes" else 1)
         self.heads = nn.ModuleDict({
-            "outcome": OutcomeHeads(cfg.d, n_treatments, n_classes, cfg.head_hidden, cfg.dropout, cfg.shared_head),
+            "outcome": OutcomeHeads(self.rep_dim, n_treatments, n_classes, cfg.head_hidden, cfg.dropout, cfg.shared_head),
             "propensity": PropensityHead(p, n_treatments, cfg.head_hidden),
         })
         if cfg.propensity_rep > 0:
-            self.heads["rep_propensity"] = nn.Linear(cfg.d, n_treatments)
+            self.heads["rep_propensity"] = nn.Linear(self.rep_dim, n_treatments)
         self.n_blocks = n_lat + cfg.attention_blocks
         self.utility = MetaUtility(cfg.d, max(self.n_blocks, 1), cfg.utility_hidden)
         # Outcome scaling (fitted on the training split) so predictions come out in outcome units.
@@ -283,7 +285,7 @@ class CSNAModel(nn.Module):
             block_i += 1
         if depth >= 3:
             r = state
-        rep = state.mean(dim=1)  # (B, d)
+        rep = self.readout(state)  # (B, d) or (B, k·d)
         pred = self.heads["outcome"](rep)
         prop = self.heads["propensity"](x)  # the covariates, never the balanced representation
         u_all = torch.stack(us, dim=1) if us else None  # (B, n)
@@ -291,6 +293,12 @@ class CSNAModel(nn.Module):
         value = self.utility.value(z.detach()) if with_value else None  # (B,)
         rep_prop = self.heads["rep_propensity"](rep) if "rep_propensity" in self.heads else None  # (B, K)
         return Outputs(pred, prop, rep, z, h, r, a, u_all, g_all, value, rep_prop)
+
+    def readout(self, state: torch.Tensor) -> torch.Tensor:
+        """What the outcome heads read of the nodes ``state`` (B, k, d): their mean (B, d), which
+        sees of the attention only its column means, or, with ``model.readout: nodes``, every
+        node side by side (B, k·d), so that which nodes each node attended to reaches the heads."""
+        return state.flatten(1) if self.cfg.readout == "nodes" else state.mean(dim=1)
 
     def block_fns(self, depth: int) -> tuple[torch.Tensor | None, list, list]:
         """(A, lattice blocks, attention blocks) up to ``depth``: each block a function of the
