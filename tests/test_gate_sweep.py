@@ -9,9 +9,9 @@ from csna.meta import GATE_THRESHOLDS
 from csna.model import CSNAModel
 
 
-def _model(n_classes=0, K=2, p=5):
+def _model(n_classes=0, K=2, p=5, readout="mean"):
     torch.manual_seed(0)
-    cfg = ModelConfig(k=6, d=16, heads=2, hidden=32, head_hidden=16)
+    cfg = ModelConfig(k=6, d=16, heads=2, hidden=32, head_hidden=16, readout=readout)
     m = CSNAModel(p, K, n_classes, cfg).eval()
     with torch.no_grad():  # a controller whose utilities spread over (0, 1), so the thresholds disagree
         for q in m.utility.actor.parameters():
@@ -29,9 +29,9 @@ def _one_by_one(m, x, z):
     return torch.stack(preds), torch.stack(gates)
 
 
-@pytest.mark.parametrize("n_classes, K", [(0, 2), (3, 3)])
-def test_sweep_equals_one_pass_per_threshold(n_classes, K):
-    m = _model(n_classes, K)
+@pytest.mark.parametrize("n_classes, K, readout", [(0, 2, "mean"), (3, 3, "mean"), (0, 2, "nodes")])
+def test_sweep_equals_one_pass_per_threshold(n_classes, K, readout):
+    m = _model(n_classes, K, readout=readout)
     x = torch.randn(300, 5)
     with torch.no_grad():
         z = m.encoder(x)
@@ -69,11 +69,11 @@ def test_threshold_zero_runs_every_block_and_one_above_every_utility_runs_none()
     torch.testing.assert_close(pred[1], none, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("n_classes, K", [(0, 2), (3, 3)])
-def test_paths_built_once_follow_a_controller_that_keeps_training(n_classes, K):
+@pytest.mark.parametrize("n_classes, K, readout", [(0, 2, "mean"), (3, 3, "mean"), (0, 2, "nodes")])
+def test_paths_built_once_follow_a_controller_that_keeps_training(n_classes, K, readout):
     """GatePaths holds every path of a frozen backbone; its sweep must equal hard_gate_sweep
     with the controller as it is at the time of the sweep, not as it was when the paths were built."""
-    m = _model(n_classes, K)
+    m = _model(n_classes, K, readout=readout)
     x = torch.randn(200, 5)
     with torch.no_grad():
         z = m.encoder(x)

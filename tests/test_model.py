@@ -189,3 +189,27 @@ def test_shared_outcome_head_adds_one_prognostic_function_to_every_arm():
     g0 = heads.heads[0][0].weight.grad
     assert heads.shared[0].weight.grad.abs().sum() > 0 and (g0 is None or not g0.any())
     assert OutcomeHeads(6, 3, hidden=8).shared is None  # off by default: TARNet's heads alone
+
+
+@pytest.mark.parametrize("nodes", ["latent", "variables"])
+def test_node_readout_sees_which_node_holds_what_the_mean_cannot(nodes):
+    """The mean readout is blind to a permutation of the nodes, which is what a different
+    attention pattern routing the same values to other nodes produces; ``readout: nodes`` reads
+    each node in its own place (k·d inputs) and is not."""
+    torch.manual_seed(0)
+    variables = (["a", "b", "c", "t", "y"], [0, 1, 2]) if nodes == "variables" else None
+    out = {}
+    for readout in ("mean", "nodes"):
+        torch.manual_seed(0)
+        cfg = ModelConfig(k=6, d=16, heads=2, hidden=32, head_hidden=16, nodes=nodes, readout=readout)
+        m = CSNAModel(3, 2, 0, cfg, variables=variables).eval()
+        state = torch.randn(9, m.k, 16)
+        perm = torch.randperm(m.k)
+        assert m.rep_dim == 16 * (m.k if readout == "nodes" else 1)
+        assert m.readout(state).shape == (9, m.rep_dim)
+        torch.testing.assert_close(m.readout(state)[:, :16] if readout == "nodes" else m.readout(state),
+                                   state[:, 0] if readout == "nodes" else state.sum(1) / m.k)
+        same = m.heads["outcome"](m.readout(state)), m.heads["outcome"](m.readout(state[:, perm]))
+        out[readout] = float((same[0] - same[1]).abs().max().detach())
+        assert m(torch.randn(4, 3)).pred.shape == (4, 2)  # the whole forward, every depth's readout
+    assert out["mean"] < 1e-6 and out["nodes"] > 1e-3

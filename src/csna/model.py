@@ -101,7 +101,8 @@ class CSNAModel(nn.Module):
         # The heads read the nodes' mean (d) or every node side by side (k·d): ``readout``.
         self.rep_dim = cfg.d * (self.k if cfg.readout == "nodes" else 1)
         self.heads = nn.ModuleDict({
-            "outcome": OutcomeHeads(self.rep_dim, n_treatments, n_classes, cfg.head_hidden, cfg.dropout, cfg.shared_head),
+            "outcome": OutcomeHeads(self.rep_dim, n_treatments, n_classes, cfg.head_hidden, cfg.dropout,
+                                    cfg.shared_head),
             "propensity": PropensityHead(p, n_treatments, cfg.head_hidden),
         })
         if cfg.propensity_rep > 0:
