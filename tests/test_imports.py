@@ -80,3 +80,23 @@ def test_the_cycle_finder_sees_a_cycle(tmp_path):
     mods = {"pkg.a", "pkg.b"}
     assert _imports(pkg / "a.py", "pkg.a", mods) == {"pkg.b"}
     assert _imports(pkg / "b.py", "pkg.b", mods) == {"pkg.a"}
+
+
+def test_the_package_loads_its_public_names_on_first_use():
+    """``import csna`` (what the CLI and every spawned ensemble worker pay) does not import the
+    estimator and its scipy/DR/prediction stack; the public names still resolve to the real
+    objects, and an unknown name is an AttributeError."""
+    import subprocess
+    import sys
+
+    code = "\n".join([
+        "import sys, csna",
+        "assert 'csna.estimator' not in sys.modules, 'eager'",
+        "from csna.estimator import CSNAEstimator",
+        "from csna.config import load_config",
+        "assert csna.CSNAEstimator is CSNAEstimator and csna.load_config is load_config",
+        "assert 'CSNAModel' in dir(csna)",
+        "try:\n    csna.nothing_here\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit('no error')",
+    ])
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
