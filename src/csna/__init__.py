@@ -5,12 +5,20 @@ loaders.
 
 The names below load on first use (PEP 562), not when the package is imported: ``csna.cli``, the
 ensemble's spawned worker processes and ``csna.bench`` each import only the modules they run, where
-importing the estimator (scipy.stats, the DR and prediction code) cost every process about 2 s.
+importing the estimator (scipy.stats, the DR and prediction code) cost every process close to a
+second.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # type checkers and editors see the names; nothing is imported at run time
+    from .config import Config, ConfigError, load_config
+    from .estimator import CSNAEstimator
+    from .model import CSNAModel
+    from .nn.rope import causal_rope_scores
 
 __version__ = "0.1.0"
 
