@@ -46,8 +46,13 @@ def test_tuned_malloc_reuses_freed_tensor_memory():
     off, returned = _probe(MALLOC_MMAP_THRESHOLD_=str(128 * 1024))
     assert not off
     assert returned > 20 * 25_000
-    # Tuned, the heap keeps the memory: at most a tensor's worth of pages (5,120) is new.
-    assert tuned <= 2 * 5_120
+    # Tuned, the heap keeps the memory: less than one round's six tensors (30,720 pages) is new
+    # over all twenty rounds, where the reference faults in all 120. On a 2-core host on
+    # 2026-12-02, twelve probes faulted 5,120-15,360 pages (one to three tensors: which blocks
+    # glibc reuses varies from run to run), the reference 614,520 each time; a bound of two
+    # tensors failed CI there.
+    assert tuned < 6 * 5_120
+    assert tuned * 20 < returned
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
