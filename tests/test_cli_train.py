@@ -43,9 +43,10 @@ def test_tensorboard_has_the_seed_scalars(tmp_path, tiny_overrides):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     rd = tmp_path / "run"
-    # L_Dis is off by default; a term is logged when it is on.
-    assert main(["train", "--out", str(rd), "--quiet", "--no-figures", "--set", "phase3.lambda_dis=0.5"]
-                + _tiny(tiny_overrides)) == 0
+    # L_Dis is off by default; a term is logged when it is on. Every step is written here, so a
+    # phase of a few steps cannot fall between two written ones.
+    assert main(["train", "--out", str(rd), "--quiet", "--no-figures", "--set", "phase3.lambda_dis=0.5",
+                 "--set", "log.every_steps=1"] + _tiny(tiny_overrides)) == 0
     ea = EventAccumulator(str(rd / "tb"), size_guidance={"scalars": 0, "histograms": 0})
     ea.Reload()
     tags = set(ea.Tags()["scalars"])
@@ -54,6 +55,30 @@ def test_tensorboard_has_the_seed_scalars(tmp_path, tiny_overrides):
               "lambda/stable"):
         assert t in tags, t
     assert any(h.startswith("utility/") for h in ea.Tags()["histograms"])
+
+
+def _scalar_series(rd, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(rd / "tb"), size_guidance={"scalars": 0})
+    ea.Reload()
+    return [(e.step, e.value) for e in ea.Scalars(tag)]
+
+
+def test_per_step_scalars_are_every_kth_step_of_the_full_series(tmp_path, tiny_overrides):
+    """log.every_steps = 3 writes exactly the steps 0, 3, 6, … of what every_steps = 1 writes
+    (the same training, so the same values); the epoch-level scalars stay at every epoch."""
+    runs = {}
+    for k in (1, 3):
+        rd = tmp_path / f"every{k}"
+        assert main(["train", "--out", str(rd), "--quiet", "--no-figures", "--set", f"log.every_steps={k}"]
+                    + _tiny(tiny_overrides)) == 0
+        runs[k] = rd
+    full = _scalar_series(runs[1], "grad_norm")
+    thin = _scalar_series(runs[3], "grad_norm")
+    assert len(full) >= 30 and [s for s, _ in full] == list(range(len(full)))  # every step of phases 1-4
+    assert thin == [(s, v) for s, v in full if s % 3 == 0]
+    assert _scalar_series(runs[3], "val/task") == _scalar_series(runs[1], "val/task")
 
 
 def test_existing_run_is_refused_without_overwrite(tmp_path, capsys, tiny_overrides):

@@ -33,6 +33,8 @@ class Recorder:
         for k, v in values.items():
             self.scalar(k, v, step)
 
+    step_scalars = scalars
+
     def histogram(self, *a):
         pass
 

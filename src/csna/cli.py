@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as _dt
+import gc
 import sys
 import time
 from pathlib import Path
@@ -264,6 +265,22 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(_one_line(exc))
 
 
+def run() -> int:
+    """The `csna` command (console script and ``python -m csna``): ``main`` on ``sys.argv``.
+
+    Before the interpreter exits, every object still alive is moved out of the garbage
+    collector's reach (``gc.freeze``): the final collection then skips the hundreds of
+    thousands of objects torch, scikit-learn and matplotlib leave behind, and the process
+    ends in 0.4 s instead of 2.1 s (benchmarks/default_run_time.py). Nothing is lost: every
+    file the command writes is closed before ``main`` returns, and the standard streams are
+    flushed by the interpreter either way. Library and test callers use ``main``, which
+    leaves the collector alone.
+    """
+    code = main()
+    gc.freeze()
+    return code
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -278,4 +295,4 @@ def _warn_partial_ensemble(run) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -69,6 +69,7 @@ def validate(cfg: Any) -> None:
                                                "edge_threshold")]
     at_least += [("phase4.eta", 0), ("phase4.ate_tolerance", 0), ("phase4.cate_tolerance", 0),
                  ("phase4.cf_weight", 0), ("train.batch_size", 2), ("train.ensemble_workers", 0), ("train.ensemble", 1),
+                 ("log.every_steps", 1),
                  ("model.propensity_rep", 0), ("train.effect_smoothing", 0)]
     for key, low in at_least:
         sec, name = key.split(".")

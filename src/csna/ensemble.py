@@ -288,7 +288,7 @@ def train_member(cfg: Config, data: CausalData | None = None, run_dir: str | Pat
         open_run_dir(rd, resume, overwrite)
         write_setup(rd, cfg, prep, splits, device)
         logger = RunLogger(rd, cfg.log.tensorboard, cfg.log.wandb, cfg.log.wandb_project,
-                           cfg.log.wandb_mode, cfg.to_dict())
+                           cfg.log.wandb_mode, cfg.to_dict(), cfg.log.every_steps)
         if resume and logger.tb is not None:
             # Drop the events logged after the saved state; the resumed run logs them again.
             from torch.utils.tensorboard import SummaryWriter

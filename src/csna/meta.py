@@ -246,7 +246,7 @@ def run_meta_phase(tr: Trainer, resume: dict[str, Any] | None = None) -> PhaseRe
                 opt.step()
                 logs["grad_norm"] = float(gnorm)
                 logs["lr"] = opt.param_groups[0]["lr"]
-                tr.logger.scalars(logs, tr.global_step)
+                tr.logger.step_scalars(logs, tr.global_step)
                 st["u_epoch"].append(out.u.detach())
                 for k, val in logs.items():
                     st["sums"][k] = st["sums"].get(k, 0.0) + val
