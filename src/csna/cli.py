@@ -8,13 +8,13 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as _dt
-import gc
 import sys
 import time
 from pathlib import Path
 
 from .checkpoint import CheckpointError
-from .config import ConfigError, load_config
+from .config import ConfigError
+from .launch import add_train_arguments, train_config
 from .data import DataError
 from .perf import tune_malloc
 
@@ -57,22 +57,15 @@ def _train(args: argparse.Namespace, ctx) -> int:
     from .report import evaluate_and_report
     from .rundir import check_run_dir
 
-    overrides = list(args.set or [])
-    if args.treatment:
-        overrides.append(f"data.treatment={args.treatment}")
-    if args.outcome:
-        overrides.append(f"data.outcome={args.outcome}")
-    if args.impute:
-        overrides.append("data.impute=true")
     if args.resume:
         if args.out or args.overwrite:
             raise UsageError("--resume RUN_DIR continues that run in place; drop --out/--overwrite")
         rd = Path(args.resume)
         if ctx.is_main:
             check_run_dir(rd, resume=True)
-        cfg = load_config(rd / "config.yaml", overrides, data_source=args.data)
+        cfg = train_config(args)  # the run's config.yaml, then --set
     else:
-        cfg = load_config(args.config, overrides, data_source=args.data)
+        cfg = train_config(args)
         if not args.out and ctx.enabled:
             raise UsageError("a distributed run (torchrun) needs --out: every process must name the same run directory")
         rd = Path(args.out) if args.out else _new_run_dir()
@@ -200,18 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench(sub)
 
     t = sub.add_parser("train", help="train the four phases and evaluate")
-    t.add_argument("--config", help="YAML config file (any subset of src/csna/configs/default.yaml)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. phase3.lr=1e-4")
-    t.add_argument("--data", help="ihdp | synthetic | path to a CSV/Parquet table (default: ihdp)")
-    t.add_argument("--treatment", help="treatment column of a user table")
-    t.add_argument("--outcome", help="outcome column of a user table")
-    t.add_argument("--out", help="run directory (default: a new folder under runs/)")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
-    t.add_argument("--overwrite", action="store_true", help="replace the csna run that --out holds")
-    t.add_argument("--impute", action="store_true",
-                   help="fill NaN/Inf covariates with training medians (reported) instead of failing")
-    t.add_argument("--no-figures", action="store_true", help="skip the figures and report")
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_train_arguments(t)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="write metrics.json, figures/ and report.md for a run")
@@ -265,22 +247,6 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(_one_line(exc))
 
 
-def run() -> int:
-    """The `csna` command (console script and ``python -m csna``): ``main`` on ``sys.argv``.
-
-    Before the interpreter exits, every object still alive is moved out of the garbage
-    collector's reach (``gc.freeze``): the final collection then skips the hundreds of
-    thousands of objects torch, scikit-learn and matplotlib leave behind, and the process
-    ends in 0.4 s instead of 2.1 s (benchmarks/default_run_time.py). Nothing is lost: every
-    file the command writes is closed before ``main`` returns, and the standard streams are
-    flushed by the interpreter either way. Library and test callers use ``main``, which
-    leaves the collector alone.
-    """
-    code = main()
-    gc.freeze()
-    return code
-
-
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -295,4 +261,6 @@ def _warn_partial_ensemble(run) -> None:
 
 
 if __name__ == "__main__":
+    from .launch import run
+
     sys.exit(run())

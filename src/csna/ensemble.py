@@ -29,6 +29,7 @@ from .splits import base_split_seed
 from .data import CausalData, DataError
 from .data import validate as validate_data
 from .dist import current as dist_current
+from .launch import planned_workers, take_prestarted
 from .logger import RunLogger
 from .perf import tune_malloc
 from .phases import PHASES
@@ -125,14 +126,7 @@ def ensemble_workers(cfg: Config) -> int:
     """Processes that train an ensemble's members at once: ``train.ensemble_workers``, or with
     0 as many as there are members and usable CPU cores; 1 (one after another) for a single
     model, a streamed table or a data-parallel run."""
-    m = cfg.train.ensemble
-    # A daemonic process (a multiprocessing.Pool worker) may not start processes of its own.
-    if m <= 1 or cfg.data.stream or dist_current().enabled or mp.current_process().daemon:
-        return 1
-    if cfg.train.ensemble_workers > 0:
-        return min(cfg.train.ensemble_workers, m)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(m, cores // max(cfg.train.threads, 1)))
+    return planned_workers(cfg, dist_current().enabled, mp.current_process().daemon)
 
 
 def _member_job(cfg: Config, data: CausalData, run_dir: str, splits: dict[str, np.ndarray], resume: bool,
@@ -167,8 +161,9 @@ class _MemberPool:
     def start(self, run_dir: Path | None, data: CausalData, splits: dict[str, np.ndarray], prep: Prepared) -> None:
         if run_dir is None:
             self.tmp = tempfile.mkdtemp(prefix="csna-members-")
-        # spawn: a forked child of a process that has started torch's thread pools can hang.
-        self.pool = mp.get_context("spawn").Pool(self.workers - 1)
+        # The workers `csna train` started before its imports (csna.launch), or new ones; spawn:
+        # a forked child of a process that has started torch's thread pools can hang.
+        self.pool = take_prestarted(self.workers - 1) or mp.get_context("spawn").Pool(self.workers - 1)
         for j in self.members:
             md = member_dir(run_dir if run_dir is not None else self.tmp, j)
             again = bool(self.resume and run_dir is not None and is_run_dir(md))
