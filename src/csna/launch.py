@@ -76,10 +76,14 @@ def _warm() -> None:
     """A prestarted worker's initializer: the imports a member job needs, and torch._dynamo,
     which torch imports at the first optimizer's construction (torch.optim wraps
     ``add_param_group`` in ``torch._disable_dynamo``, 2.4 s here), so the first step is not
-    kept waiting for them."""
-    import torch._dynamo  # noqa: F401
+    kept waiting for them. A failure here is left to the job to meet and report: a
+    multiprocessing.Pool replaces a worker whose initializer raised, forever."""
+    try:
+        import torch._dynamo  # noqa: F401
 
-    from . import ensemble  # noqa: F401
+        from . import ensemble  # noqa: F401
+    except Exception:
+        pass
 
 
 class _QuietParser(argparse.ArgumentParser):
