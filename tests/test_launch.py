@@ -49,6 +49,15 @@ def test_nothing_starts_for_one_process_or_for_input_the_real_parser_will_refuse
     assert "pool" not in launch._PRESTARTED
 
 
+def test_help_starts_no_workers(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["csna", "train", "--help"] + _sets(TINY))
+    started = []
+    monkeypatch.setattr(launch, "_prestart", started.append)
+    with pytest.raises(SystemExit) as info:
+        launch.run()
+    assert info.value.code == 0 and "--resume" in capsys.readouterr().out and not started
+
+
 def test_planned_workers_follows_the_config_and_the_cores():
     cfg = load_config(None, ["train.ensemble=4"])
     cores = len(launch.os.sched_getaffinity(0))

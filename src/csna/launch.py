@@ -138,7 +138,7 @@ def run() -> int:
     before ``main`` returns, and the interpreter flushes the standard streams either way.
     """
     argv = sys.argv[1:]
-    if argv[:1] == ["train"]:
+    if argv[:1] == ["train"] and not {"-h", "--help"} & set(argv):
         _prestart(argv[1:])
     try:
         from .cli import main
