@@ -37,6 +37,10 @@ class DataConfig:
     # commonly preprocesses; Gorishniy et al. 2021): skewed columns and outliers squashed; "auto",
     # quantile for columns with |training skewness| > 2 (csna.data.prep.SKEW_QUANTILE), standard otherwise
     numeric_scaling: str = "standard"
+    # A standardised covariate is clipped to ± clip_sd training standard deviations, in training
+    # and at prediction (0: not clipped), so that a network does not extrapolate linearly from
+    # outliers and from rows beyond the training range (csna.data.prep.Preprocessor)
+    clip_sd: float = 0.0
     stream: bool = False  # read a CSV / Parquet table chunk by chunk (bounded memory) instead of loading it
     stream_fit_rows: int = 100000  # streamed: training rows the preprocessing and outcome scaling are fitted on
     stream_eval_rows: int = 20000  # streamed: validation and test rows kept in memory (each) for selection and metrics

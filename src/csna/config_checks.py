@@ -92,6 +92,8 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"config key 'model.k' must be >= 2, got {m.k}")
     if m.max_variable_nodes < 0:
         raise ConfigError(f"config key 'model.max_variable_nodes' must be >= 0 (0: no cap), got {m.max_variable_nodes}")
+    if not cfg.data.clip_sd >= 0:
+        raise ConfigError(f"config key 'data.clip_sd' must be >= 0 (0: no clipping), got {cfg.data.clip_sd}")
     if len(cfg.data.split) != 3 or abs(sum(cfg.data.split) - 1.0) > 1e-6 or min(cfg.data.split) <= 0:
         raise ConfigError("config key 'data.split' must be three positive fractions summing to 1, "
                           f"got {cfg.data.split}")

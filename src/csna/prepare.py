@@ -104,7 +104,7 @@ def fit_preparation(cfg: Config, data: CausalData, train_idx: np.ndarray) -> Pre
                 raise DataError(f"covariate '{c}' has no observed value in the {len(train_idx)} training rows "
                                 f"of '{data.name}': nothing to impute it from")
             impute[str(c)] = float(med)
-    pre = Preprocessor(cfg.data.numeric_scaling).fit(Xtr.fillna(impute) if impute else Xtr)
+    pre = Preprocessor(cfg.data.numeric_scaling, cfg.data.clip_sd).fit(Xtr.fillna(impute) if impute else Xtr)
     if data.outcome_type == "continuous":
         y = data.Y[train_idx].astype(np.float64)
         y_mean, y_std = (float(y.mean()), float(y.std()) or 1.0) if cfg.train.standardize_outcome else (0.0, 1.0)

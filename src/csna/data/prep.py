@@ -92,15 +92,20 @@ class Preprocessor:
     training ranks (scikit-learn's QuantileTransformer: skew and outliers squashed, a value
     beyond the training range maps to the extreme score); ``numeric="auto"``: the quantile
     scaling where the training skewness exceeds ``SKEW_QUANTILE``, standardised otherwise.
-    Numeric columns with at most 2 values {lo, hi}: (x - lo) / (hi - lo), i.e. 0/1. Bool,
-    string and categorical columns: one output "col=value" per category seen at fit; an
-    unknown category gives all zeros.
+    With ``clip_sd`` > 0 a standardised value is clipped to ±``clip_sd`` (training standard
+    deviations from the training mean), at fit and at prediction alike. Numeric columns with at
+    most 2 values {lo, hi}: (x - lo) / (hi - lo), i.e. 0/1. Bool, string and categorical
+    columns: one output "col=value" per category seen at fit; an unknown category gives all
+    zeros.
     """
 
-    def __init__(self, numeric: str = "standard") -> None:
+    def __init__(self, numeric: str = "standard", clip_sd: float = 0.0) -> None:
         if numeric not in ("standard", "quantile", "auto"):
             raise ValueError(f"numeric must be standard, quantile or auto, got {numeric!r}")
+        if not clip_sd >= 0:
+            raise ValueError(f"clip_sd must be >= 0 (0: no clipping), got {clip_sd!r}")
         self.numeric = numeric
+        self.clip_sd = float(clip_sd)
         self.input_columns_: list[str] = []
         self.feature_names_: list[str] = []
         self._specs: list[dict] = []
@@ -127,7 +132,7 @@ class Preprocessor:
             elif len(distinct) > 2:
                 std = float(values.std())
                 specs.append({"name": str(name), "kind": "standard", "shift": float(values.mean()),
-                              "scale": std if std > 0 else 1.0})
+                              "scale": std if std > 0 else 1.0, **({"clip": self.clip_sd} if self.clip_sd else {})})
             else:
                 lo = float(distinct[0]) if len(distinct) else 0.0
                 hi = float(distinct[-1]) if len(distinct) else 1.0
@@ -174,6 +179,8 @@ class Preprocessor:
                                     f"got dtype {col.dtype}") from None
                 if s["kind"] == "quantile":
                     out[:, j] = _quantile_map(values, s["quantiles"])
+                elif "clip" in s:  # NaN stays NaN (the imputation or the error comes before)
+                    out[:, j] = np.clip((values - s["shift"]) / s["scale"], -s["clip"], s["clip"])
                 else:
                     out[:, j] = (values - s["shift"]) / s["scale"]
                 j += 1
@@ -194,8 +201,10 @@ class Preprocessor:
                    "standard": {"name", "kind", "shift", "scale"},
                    "binary": {"name", "kind", "shift", "scale"},
                    "quantile": {"name", "kind", "quantiles"}}
+        optional = {"standard": {"clip"}}  # absent in files written before data.clip_sd existed
         for s in d["columns"]:
-            if allowed.get(s.get("kind")) != set(s):
+            need = allowed.get(s.get("kind"))
+            if need is None or not need <= set(s) <= need | optional.get(s["kind"], set()):
                 raise DataError(f"bad Preprocessor column spec: {s}")
         obj = cls()
         obj._set([dict(s) for s in d["columns"]])
