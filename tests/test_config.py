@@ -57,6 +57,7 @@ def test_file_then_overrides(tmp_path):
     (["phase3.lambda_dis=-0.1"], "lambda_dis"),
     (["model.positional=xyz"], "model.positional"),
     (["train.batch_size=1.5"], "train.batch_size"),
+    (["data.clip_sd=-2"], "data.clip_sd"),
 ])
 def test_bad_keys_and_values_name_the_key(override, needle):
     with pytest.raises(ConfigError) as e:

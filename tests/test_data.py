@@ -359,3 +359,31 @@ def test_auto_scaling_squashes_only_the_skewed_columns():
     assert kinds == ["quantile", "standard"]
     # No skewed column: exactly the standard preprocessing, so such tables are unchanged.
     assert Preprocessor("auto").fit(X[["height"]]).to_dict() == Preprocessor().fit(X[["height"]]).to_dict()
+
+
+def test_clipped_standard_scaling_matches_numpy_and_old_files_still_load():
+    rng = np.random.default_rng(2)
+    income = np.exp(rng.normal(3, 0.8, 300)) * np.where(rng.random(300) < 0.02, 15.0, 1.0)
+    height = rng.normal(170, 10, 300)
+    X = pd.DataFrame({"income": income, "height": height, "site": rng.choice(["a", "b"], 300)})
+    new = pd.DataFrame({"income": [income.max() * 10, np.median(income), np.nan, -1e6],
+                        "height": [170.0, 400.0, 50.0, 171.0], "site": ["a", "b", "a", "b"]})
+    plain, clipped = Preprocessor().fit(X), Preprocessor(clip_sd=3.0).fit(X)
+    for frame in (X, new):
+        z = np.column_stack([(frame[c].to_numpy() - X[c].mean()) / X[c].std(ddof=0) for c in ("income", "height")])
+        assert np.allclose(plain.transform(frame)[:, :2], z, rtol=1e-5, equal_nan=True)
+        assert np.allclose(clipped.transform(frame)[:, :2], np.clip(z, -3.0, 3.0), rtol=1e-5, equal_nan=True)
+        assert np.array_equal(clipped.transform(frame)[:, 2:], plain.transform(frame)[:, 2:])  # one-hot as before
+    assert (np.abs(plain.transform(X)[:, 0]) > 3).any()  # the clip did something on the training rows too
+    # A row inside ± clip_sd of every column is transformed exactly as without the clip.
+    inside = (np.abs(plain.transform(X)[:, :2]) <= 3).all(1)
+    assert np.array_equal(clipped.transform(X)[inside], plain.transform(X)[inside])
+    again = Preprocessor.from_dict(json.loads(json.dumps(clipped.to_dict())))
+    assert np.array_equal(again.transform(new), clipped.transform(new), equal_nan=True)
+    # A preprocess.json written before data.clip_sd existed has no "clip" and is not clipped.
+    old = Preprocessor.from_dict(json.loads(json.dumps(plain.to_dict())))
+    assert "clip" not in json.dumps(plain.to_dict()) and old.transform(new)[0, 0] > 3
+    with pytest.raises(DataError, match="bad Preprocessor column spec"):
+        Preprocessor.from_dict({"version": 1, "columns": [{**plain.to_dict()["columns"][1], "clip": 3.0, "x": 1}]})
+    with pytest.raises(ValueError, match="clip_sd"):
+        Preprocessor(clip_sd=-1.0)
